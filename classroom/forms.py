@@ -1,0 +1,104 @@
+"""HTML forms of the classroom web front (teacher session creation, student join).
+
+Forms only validate and normalise input; the writes happen in :mod:`classroom.services`.
+"""
+
+from django import forms
+
+from classroom.choices import (
+    DEFAULT_FRAME_INTERVAL_S,
+    DISPLAY_NAME_MAX_LENGTH,
+    JOIN_CODE_LENGTH,
+    MAX_FRAME_INTERVAL_S,
+    MIN_FRAME_INTERVAL_S,
+    TITLE_MAX_LENGTH,
+)
+
+CONSENT_TEXT = (
+    "I agree that, while I stream, my camera or screen image is sent to this class's server, "
+    "where faces are detected and their expressions estimated automatically. The images are "
+    "analysed in memory and discarded: no image, crop or face template is stored. Only numbers "
+    "are kept (how many faces, which expression, when). I can press Stop at any time."
+)
+
+
+class SessionCreateForm(forms.Form):
+    """A teacher's new class session: a title and how often students send a frame."""
+
+    title = forms.CharField(
+        max_length=TITLE_MAX_LENGTH,
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+        help_text="Shown to the students when they join.",
+    )
+    frame_interval_s = forms.FloatField(
+        label="Frame interval (seconds)",
+        min_value=MIN_FRAME_INTERVAL_S,
+        max_value=MAX_FRAME_INTERVAL_S,
+        initial=DEFAULT_FRAME_INTERVAL_S,
+        widget=forms.NumberInput(attrs={"step": "0.1"}),
+        help_text=(
+            f"Each student sends one frame every this many seconds "
+            f"({MIN_FRAME_INTERVAL_S:g} to {MAX_FRAME_INTERVAL_S:g})."
+        ),
+    )
+
+    def clean_title(self) -> str:
+        """Strip surrounding spaces; refuse a title that is only spaces.
+
+        Returns:
+            The stripped title.
+
+        Raises:
+            forms.ValidationError: The title is blank.
+        """
+        title = self.cleaned_data["title"].strip()
+        if not title:
+            raise forms.ValidationError("Give the session a title.")
+        return title
+
+
+class JoinForm(forms.Form):
+    """A student's join request: the session's code, a display name, explicit consent."""
+
+    code = forms.CharField(
+        label="Join code",
+        # Room for the spaces and dashes people type; clean_code() strips them.
+        max_length=JOIN_CODE_LENGTH + 8,
+        widget=forms.TextInput(
+            attrs={"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false"}
+        ),
+        help_text="The short code your teacher shows, e.g. K7QX2M.",
+    )
+    display_name = forms.CharField(
+        label="Your name",
+        max_length=DISPLAY_NAME_MAX_LENGTH,
+        widget=forms.TextInput(attrs={"autocomplete": "nickname"}),
+        help_text="How you appear in the teacher's participant list.",
+    )
+    consent = forms.BooleanField(
+        label=CONSENT_TEXT,
+        required=True,
+        error_messages={"required": "You can only join after ticking the consent box."},
+    )
+
+    def clean_code(self) -> str:
+        """Normalise the join code the way people type it.
+
+        Returns:
+            The code without spaces or dashes, in upper case (join codes are upper case).
+        """
+        return "".join(self.cleaned_data["code"].split()).replace("-", "").upper()
+
+    def clean_display_name(self) -> str:
+        """Collapse runs of whitespace in the display name.
+
+        Returns:
+            The name with single spaces and no surrounding whitespace.
+
+        Raises:
+            forms.ValidationError: The name is blank.
+        """
+        name = " ".join(self.cleaned_data["display_name"].split())
+        if not name:
+            raise forms.ValidationError("Enter a name.")
+        return name

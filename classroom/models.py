@@ -1,0 +1,218 @@
+"""Data model of the classroom app.
+
+Only derived numbers are stored: no pixels, crops or embeddings anywhere (issue #2, item 7).
+Invariants live in the database as constraints, so every writer (web process, worker processes,
+admin) is held to them.
+"""
+
+import secrets
+import uuid
+
+from django.contrib.auth.models import AbstractUser
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from classroom.choices import (
+    DEFAULT_FRAME_INTERVAL_S,
+    DISPLAY_NAME_MAX_LENGTH,
+    JOIN_CODE_ALPHABET,
+    JOIN_CODE_LENGTH,
+    MAX_FRAME_INTERVAL_S,
+    MIN_FRAME_INTERVAL_S,
+    TITLE_MAX_LENGTH,
+    Expression,
+    SessionStatus,
+    UserRole,
+)
+
+
+def generate_join_code() -> str:
+    """Return a random join code.
+
+    Returns:
+        ``JOIN_CODE_LENGTH`` (6) upper-case characters from ``JOIN_CODE_ALPHABET`` (31 symbols,
+        about 8.9e8 codes), drawn with :mod:`secrets`. Uniqueness is enforced by the database;
+        ``services.create_session`` retries on a collision.
+    """
+    return "".join(secrets.choice(JOIN_CODE_ALPHABET) for _ in range(JOIN_CODE_LENGTH))
+
+
+class User(AbstractUser):
+    """An account: a teacher or an admin. Students join sessions without an account."""
+
+    role = models.CharField(max_length=16, choices=UserRole.choices, default=UserRole.TEACHER)
+
+    class Meta(AbstractUser.Meta):
+        swappable = "AUTH_USER_MODEL"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(role__in=UserRole.values), name="classroom_user_role_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.get_username()
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the user sees every session: role "admin", staff or superuser."""
+        return bool(self.is_active and (self.is_staff or self.is_superuser or self.role == UserRole.ADMIN))
+
+
+class ClassSession(models.Model):
+    """One class run by a teacher; students join it with ``join_code``."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    teacher = models.ForeignKey(User, on_delete=models.CASCADE, related_name="class_sessions")
+    title = models.CharField(max_length=TITLE_MAX_LENGTH)
+    frame_interval_s = models.FloatField(
+        default=DEFAULT_FRAME_INTERVAL_S,
+        validators=[MinValueValidator(MIN_FRAME_INTERVAL_S), MaxValueValidator(MAX_FRAME_INTERVAL_S)],
+        help_text="Seconds between two frames sent by each student (0.2 to 10).",
+    )
+    join_code = models.CharField(
+        max_length=JOIN_CODE_LENGTH, unique=True, default=generate_join_code, editable=False
+    )
+    status = models.CharField(
+        max_length=8, choices=SessionStatus.choices, default=SessionStatus.DRAFT, db_index=True
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(frame_interval_s__gte=MIN_FRAME_INTERVAL_S)
+                & Q(frame_interval_s__lte=MAX_FRAME_INTERVAL_S),
+                name="classroom_session_frame_interval_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(status=SessionStatus.DRAFT, started_at__isnull=True, ended_at__isnull=True)
+                | Q(status=SessionStatus.LIVE, started_at__isnull=False, ended_at__isnull=True)
+                | Q(status=SessionStatus.ENDED, ended_at__isnull=False),
+                name="classroom_session_status_timestamps",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.join_code}, {self.status})"
+
+    @property
+    def is_live(self) -> bool:
+        """Whether the session currently accepts frames."""
+        return self.status == SessionStatus.LIVE
+
+    def can_be_managed_by(self, user) -> bool:
+        """Whether ``user`` may start, end or watch this session (its teacher, or an admin)."""
+        if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+            return False
+        return user.pk == self.teacher_id or bool(getattr(user, "is_admin", False))
+
+
+class Participant(models.Model):
+    """A student's presence in one session. Exists only after explicit consent."""
+
+    session = models.ForeignKey(ClassSession, on_delete=models.CASCADE, related_name="participants")
+    display_name = models.CharField(max_length=DISPLAY_NAME_MAX_LENGTH)
+    consent_given_at = models.DateTimeField(
+        help_text="When the student ticked the consent box (required to join)."
+    )
+    joined_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    frames_received = models.PositiveIntegerField(
+        default=0, help_text="Binary frame messages received (accepted and rejected)."
+    )
+    frames_rejected = models.PositiveIntegerField(
+        default=0, help_text="Frame messages rejected at intake (a subset of frames_received)."
+    )
+
+    class Meta:
+        ordering = ["joined_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(frames_rejected__lte=models.F("frames_received")),
+                name="classroom_participant_rejected_le_received",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.display_name} in {self.session_id}"
+
+
+class FrameResult(models.Model):
+    """The analysis of one frame: counts, sizes and timings only, never pixels."""
+
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="frame_results")
+    seq = models.PositiveBigIntegerField(help_text="Client frame counter (uint32).")
+    captured_at = models.DateTimeField(null=True, blank=True, help_text="Client clock.")
+    received_at = models.DateTimeField(help_text="Server clock, when the frame arrived.")
+    analysed_at = models.DateTimeField(default=timezone.now)
+    face_count = models.PositiveSmallIntegerField(default=0)
+    width = models.PositiveIntegerField(help_text="Decoded frame width, pixels.")
+    height = models.PositiveIntegerField(help_text="Decoded frame height, pixels.")
+    timings_ms = models.JSONField(default=dict, blank=True, help_text="Per-stage timings, ms.")
+
+    class Meta:
+        ordering = ["received_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["participant", "seq"], name="classroom_frame_result_unique_seq"),
+        ]
+        indexes = [models.Index(fields=["participant", "received_at"], name="classroom_fr_part_recv")]
+
+    def __str__(self) -> str:
+        return f"frame {self.seq} of participant {self.participant_id}: {self.face_count} face(s)"
+
+    @property
+    def lag_ms(self) -> float:
+        """Server-side latency from arrival to stored analysis, milliseconds."""
+        return (self.analysed_at - self.received_at).total_seconds() * 1000.0
+
+
+class FaceObservation(models.Model):
+    """One face found in a frame: normalised box and expression probabilities, no pixels."""
+
+    frame = models.ForeignKey(FrameResult, on_delete=models.CASCADE, related_name="faces")
+    index = models.PositiveSmallIntegerField(help_text="Position of the face in the frame's result.")
+    box_x = models.FloatField(help_text="Left edge, fraction of frame width (0..1).")
+    box_y = models.FloatField(help_text="Top edge, fraction of frame height (0..1).")
+    box_w = models.FloatField(help_text="Width, fraction of frame width (0..1).")
+    box_h = models.FloatField(help_text="Height, fraction of frame height (0..1).")
+    label = models.CharField(max_length=16, choices=Expression.choices)
+    confidence = models.FloatField(help_text="Probability of the label (0..1).")
+    probabilities = models.JSONField(help_text="7 probabilities, FER2013 order, summing to 1.")
+
+    class Meta:
+        ordering = ["frame", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["frame", "index"], name="classroom_face_unique_index"),
+            models.CheckConstraint(
+                condition=Q(box_x__gte=0, box_x__lte=1, box_y__gte=0, box_y__lte=1)
+                & Q(box_w__gte=0, box_w__lte=1, box_h__gte=0, box_h__lte=1),
+                name="classroom_face_box_normalised",
+            ),
+            models.CheckConstraint(
+                condition=Q(confidence__gte=0, confidence__lte=1), name="classroom_face_confidence_range"
+            ),
+            models.CheckConstraint(condition=Q(label__in=Expression.values), name="classroom_face_label_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"face {self.index} of frame {self.frame_id}: {self.label} ({self.confidence:.2f})"
+
+
+class SessionReport(models.Model):
+    """The built report of an ended session (upserted by the report task, at-least-once)."""
+
+    session = models.OneToOneField(ClassSession, on_delete=models.CASCADE, related_name="report")
+    built_at = models.DateTimeField(default=timezone.now)
+    summary = models.JSONField(help_text="classroom.selectors.session_report() output.")
+
+    class Meta:
+        ordering = ["-built_at"]
+
+    def __str__(self) -> str:
+        return f"report of {self.session_id} built {self.built_at:%Y-%m-%d %H:%M}"

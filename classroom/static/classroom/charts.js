@@ -1,0 +1,160 @@
+/*
+ * Chart helpers shared by the live board (dashboard.js) and the report page.
+ * Needs Chart.js (served from node_modules as static "vendor/chart.js/chart.umd.js").
+ * Exposes window.ClassMoodCharts.
+ */
+(function () {
+  'use strict';
+
+  /** Parse the JSON of a <script type="application/json"> element made by Django's json_script. */
+  function readJSON(id) {
+    var el = document.getElementById(id);
+    return el ? JSON.parse(el.textContent) : null;
+  }
+
+  /** 0.256 -> "26 %". */
+  function percent(share) {
+    return Math.round((share || 0) * 100) + ' %';
+  }
+
+  /** ISO 8601 timestamp -> local "HH:MM:SS". */
+  function clock(iso) {
+    var d = new Date(iso);
+    if (isNaN(d.getTime())) { return String(iso); }
+    return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  }
+
+  if (window.Chart) {
+    // Live data: redraw at once, no tweening between updates.
+    Chart.defaults.animation = false;
+    Chart.defaults.color = '#1f2328';
+    Chart.defaults.font.size = 13;
+  }
+
+  /**
+   * Bar chart of the expression mix (share of faces per expression, 0..1 shown as %).
+   * @param {HTMLCanvasElement} canvas
+   * @param {string[]} expressions fixed order (FER2013)
+   * @param {Object<string,string>} colours expression -> CSS colour
+   */
+  function mixChart(canvas, expressions, colours) {
+    return new Chart(canvas, {
+      type: 'bar',
+      data: {
+        labels: expressions,
+        datasets: [{
+          label: 'Share of faces',
+          data: expressions.map(function () { return 0; }),
+          backgroundColor: expressions.map(function (e) { return colours[e]; }),
+          borderWidth: 0
+        }]
+      },
+      options: {
+        maintainAspectRatio: false,
+        plugins: {
+          legend: { display: false },
+          tooltip: { callbacks: { label: function (ctx) { return percent(ctx.parsed.y); } } }
+        },
+        scales: {
+          y: {
+            min: 0, max: 1,
+            ticks: { callback: function (v) { return percent(v); } },
+            title: { display: true, text: 'share of faces' }
+          }
+        }
+      }
+    });
+  }
+
+  /** Put a mix {label: share} into a mixChart (missing labels count as 0). */
+  function updateMix(chart, mix) {
+    var expressions = chart.data.labels;
+    chart.data.datasets[0].data = expressions.map(function (e) { return (mix && mix[e]) || 0; });
+    chart.update('none');
+  }
+
+  /**
+   * Line chart of the session: faces per 5-s bucket (left axis) and each expression's share
+   * (right axis, %).
+   */
+  function timelineChart(canvas, expressions, colours) {
+    var datasets = [{
+      label: 'faces',
+      data: [],
+      yAxisID: 'faces',
+      borderColor: '#1f2328',
+      backgroundColor: '#1f2328',
+      borderWidth: 3,
+      pointRadius: 0,
+      tension: 0.2
+    }];
+    expressions.forEach(function (e) {
+      datasets.push({
+        label: e,
+        data: [],
+        yAxisID: 'share',
+        borderColor: colours[e],
+        backgroundColor: colours[e],
+        borderWidth: 2,
+        pointRadius: 0,
+        tension: 0.2
+      });
+    });
+    return new Chart(canvas, {
+      type: 'line',
+      data: { labels: [], datasets: datasets },
+      options: {
+        maintainAspectRatio: false,
+        interaction: { mode: 'index', intersect: false },
+        plugins: {
+          tooltip: {
+            callbacks: {
+              label: function (ctx) {
+                return ctx.dataset.yAxisID === 'share'
+                  ? ctx.dataset.label + ': ' + percent(ctx.parsed.y)
+                  : ctx.dataset.label + ': ' + ctx.parsed.y;
+              }
+            }
+          }
+        },
+        scales: {
+          faces: {
+            position: 'left', beginAtZero: true,
+            ticks: { precision: 0 },
+            title: { display: true, text: 'faces' }
+          },
+          share: {
+            position: 'right', min: 0, max: 1,
+            grid: { drawOnChartArea: false },
+            ticks: { callback: function (v) { return percent(v); } },
+            title: { display: true, text: 'share of faces' }
+          }
+        }
+      }
+    });
+  }
+
+  /** Replace a timelineChart's data with [{t, faces, mix}, ...]. */
+  function updateTimeline(chart, timeline) {
+    var points = timeline || [];
+    chart.data.labels = points.map(function (p) { return clock(p.t); });
+    chart.data.datasets.forEach(function (ds) {
+      if (ds.yAxisID === 'faces') {
+        ds.data = points.map(function (p) { return p.faces; });
+      } else {
+        ds.data = points.map(function (p) { return (p.mix && p.mix[ds.label]) || 0; });
+      }
+    });
+    chart.update('none');
+  }
+
+  window.ClassMoodCharts = {
+    readJSON: readJSON,
+    percent: percent,
+    clock: clock,
+    mixChart: mixChart,
+    updateMix: updateMix,
+    timelineChart: timelineChart,
+    updateTimeline: updateTimeline
+  };
+})();

@@ -1,0 +1,253 @@
+/*
+ * Student streaming page. The student picks the webcam (getUserMedia) or a screen share
+ * (getDisplayMedia); every frame_interval_s the current video frame is drawn onto a canvas scaled
+ * down to at most 640 px wide (webcam) or 1280 px (screen), encoded as JPEG and sent over
+ * ws(s)://<host>/ws/stream/ as one binary message (CONTRACTS.md, "Wire protocol"):
+ *
+ *   bytes 0..3   seq          uint32 big-endian, starts at 1
+ *   bytes 4..11  captured_at  float64 big-endian, ms since the Unix epoch (this clock)
+ *   bytes 12..   JPEG bytes
+ *
+ * The server answers {"type": "ack"|"error"|"result"|"session.ended", ...} as JSON text.
+ */
+(function () {
+  'use strict';
+
+  var HEADER_BYTES = 12;
+  // Do not queue frames behind a slow link: skip a tick while this much is still unsent.
+  var MAX_BUFFERED_BYTES = 1000000;
+  var CLOSE_SESSION_ENDED = 4000;
+  var CLOSE_NOT_JOINED = 4403;
+
+  var configEl = document.getElementById('student-config');
+  if (!configEl) { return; }
+  var config = JSON.parse(configEl.textContent);
+  var intervalMs = Math.max(200, config.session.frame_interval_s * 1000);
+
+  var el = {
+    webcam: document.getElementById('start-webcam'),
+    screen: document.getElementById('start-screen'),
+    stop: document.getElementById('stop'),
+    warning: document.getElementById('support-warning'),
+    analysis: document.getElementById('analysis-state'),
+    session: document.getElementById('session-state'),
+    conn: document.getElementById('connection-state'),
+    sent: document.getElementById('frames-sent'),
+    acked: document.getElementById('frames-acked'),
+    rejected: document.getElementById('frames-rejected'),
+    faces: document.getElementById('faces-last'),
+    error: document.getElementById('last-error'),
+    video: document.getElementById('preview'),
+    canvas: document.getElementById('frame-canvas')
+  };
+
+  var state = {
+    source: null,      // 'webcam' | 'screen' while streaming
+    stream: null,      // MediaStream
+    socket: null,
+    timer: null,
+    retryTimer: null,
+    attempt: 0,
+    encoding: false,   // a toBlob() is in flight
+    ended: false,      // the teacher ended the session
+    sent: 0,
+    acked: 0,
+    rejected: 0
+  };
+
+  // seq must keep growing for this participant across page reloads: results are idempotent on
+  // (participant, seq), so a restarted counter would make the server drop new frames as repeats.
+  var seqKey = 'classmood.seq.' + config.participant.id;
+  function nextSeq() {
+    var seq = 1;
+    try {
+      seq = (parseInt(window.localStorage.getItem(seqKey), 10) || 0) + 1;
+      window.localStorage.setItem(seqKey, String(seq));
+    } catch (e) {
+      seq = (state.memorySeq || 0) + 1;
+    }
+    state.memorySeq = seq;
+    return seq >>> 0;
+  }
+
+  function setText(node, text) { node.textContent = String(text); }
+
+  function render() {
+    var streaming = state.source !== null;
+    var open = state.socket !== null && state.socket.readyState === WebSocket.OPEN;
+    var on = streaming && open && !state.ended;
+    el.analysis.className = 'pill ' + (on ? 'pill-on' : 'pill-off');
+    setText(el.analysis, on
+      ? 'Analysis on: sending your ' + state.source + ' every ' + config.session.frame_interval_s + ' s'
+      : (streaming && !state.ended ? 'Analysis paused (reconnecting)' : 'Analysis off'));
+    setText(el.sent, state.sent);
+    setText(el.acked, state.acked);
+    setText(el.rejected, state.rejected);
+    el.stop.disabled = !streaming;
+    el.webcam.disabled = state.ended || !hasCamera;
+    el.screen.disabled = state.ended || !hasScreen;
+  }
+
+  var media = navigator.mediaDevices;
+  var hasCamera = !!(media && media.getUserMedia);
+  var hasScreen = !!(media && media.getDisplayMedia);
+  if (!hasCamera) {
+    el.warning.hidden = false;
+    setText(el.warning, 'This browser gives no camera access here. Camera and screen sharing need a secure (https) page.');
+  } else if (!hasScreen) {
+    el.warning.hidden = false;
+    setText(el.warning, 'This browser cannot share a screen; the webcam works.');
+  }
+
+  function showError(text) { setText(el.error, text); }
+
+  // --- capture -------------------------------------------------------------------------------
+
+  function start(source) {
+    stop();
+    var request = source === 'screen'
+      ? media.getDisplayMedia({ video: true, audio: false })
+      : media.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
+    request.then(function (stream) {
+      state.source = source;
+      state.stream = stream;
+      el.video.srcObject = stream;
+      stream.getVideoTracks().forEach(function (track) {
+        // The browser's own "Stop sharing" button, or a camera unplugged.
+        track.addEventListener('ended', function () { stop('Sharing stopped.'); });
+      });
+      openSocket();
+      state.timer = window.setInterval(captureAndSend, intervalMs);
+      render();
+    }).catch(function (err) {
+      var name = err && err.name;
+      showError(name === 'NotAllowedError'
+        ? 'Permission denied: nothing is being sent.'
+        : 'Could not start the ' + source + ': ' + (err && err.message ? err.message : name));
+      render();
+    });
+  }
+
+  /** Stop capture and the socket. `reason` (optional) is shown as the last message. */
+  function stop(reason) {
+    if (state.timer !== null) { window.clearInterval(state.timer); state.timer = null; }
+    if (state.retryTimer !== null) { window.clearTimeout(state.retryTimer); state.retryTimer = null; }
+    if (state.stream) {
+      state.stream.getTracks().forEach(function (track) { track.stop(); });
+      state.stream = null;
+    }
+    el.video.srcObject = null;
+    state.source = null;
+    var socket = state.socket;
+    state.socket = null;
+    if (socket) {
+      socket.onclose = null;
+      if (socket.readyState <= WebSocket.OPEN) { socket.close(1000, 'stopped'); }
+    }
+    setText(el.conn, 'not connected');
+    if (reason) { showError(reason); }
+    render();
+  }
+
+  function captureAndSend() {
+    var socket = state.socket;
+    var video = el.video;
+    if (!socket || socket.readyState !== WebSocket.OPEN || state.encoding) { return; }
+    if (socket.bufferedAmount > MAX_BUFFERED_BYTES || !video.videoWidth) { return; }
+    var maxWidth = config.max_width_px[state.source] || 640;
+    var scale = Math.min(1, maxWidth / video.videoWidth);
+    var canvas = el.canvas;
+    canvas.width = Math.round(video.videoWidth * scale);
+    canvas.height = Math.round(video.videoHeight * scale);
+    canvas.getContext('2d').drawImage(video, 0, 0, canvas.width, canvas.height);
+    var capturedAt = Date.now();
+    state.encoding = true;
+    canvas.toBlob(function (blob) {
+      if (!blob) { state.encoding = false; return; }
+      blob.arrayBuffer().then(function (jpeg) {
+        state.encoding = false;
+        if (state.socket !== socket || socket.readyState !== WebSocket.OPEN) { return; }
+        var message = new Uint8Array(HEADER_BYTES + jpeg.byteLength);
+        var header = new DataView(message.buffer);
+        header.setUint32(0, nextSeq(), false);        // big-endian
+        header.setFloat64(4, capturedAt, false);      // big-endian
+        message.set(new Uint8Array(jpeg), HEADER_BYTES);
+        socket.send(message.buffer);
+        state.sent += 1;
+        render();
+      }, function () { state.encoding = false; });
+    }, 'image/jpeg', config.jpeg_quality);
+  }
+
+  // --- socket --------------------------------------------------------------------------------
+
+  function socketUrl() {
+    var scheme = window.location.protocol === 'https:' ? 'wss://' : 'ws://';
+    return scheme + window.location.host + config.ws_path;
+  }
+
+  function sessionEnded() {
+    state.ended = true;
+    setText(el.session, 'Ended by the teacher');
+    stop('The session has ended. Thank you!');
+  }
+
+  function onMessage(event) {
+    var msg;
+    try { msg = JSON.parse(event.data); } catch (e) { return; }
+    if (msg.type === 'ack') {
+      state.acked += 1;
+      setText(el.session, 'Live');
+    } else if (msg.type === 'error') {
+      state.rejected += 1;
+      showError(msg.code + ': ' + msg.message);
+      if (msg.code === 'session_not_live') { setText(el.session, 'Not live (waiting for the teacher)'); }
+    } else if (msg.type === 'result') {
+      setText(el.faces, msg.faces);
+    } else if (msg.type === 'session.ended') {
+      sessionEnded();
+      return;
+    }
+    render();
+  }
+
+  function openSocket() {
+    state.retryTimer = null;
+    var socket = new WebSocket(socketUrl());
+    socket.binaryType = 'arraybuffer';
+    state.socket = socket;
+    setText(el.conn, 'connecting…');
+    socket.onopen = function () {
+      state.attempt = 0;
+      setText(el.conn, 'connected');
+      render();
+    };
+    socket.onmessage = onMessage;
+    socket.onclose = function (event) {
+      if (state.socket !== socket) { return; }
+      state.socket = null;
+      if (event.code === CLOSE_SESSION_ENDED) { sessionEnded(); return; }
+      if (event.code === CLOSE_NOT_JOINED) {
+        stop('The server does not know this browser any more: please join again.');
+        return;
+      }
+      if (state.source === null) { return; }
+      // Keep capturing; reconnect with exponential backoff (1 s doubling to 15 s).
+      var delay = Math.min(15000, 1000 * Math.pow(2, state.attempt));
+      state.attempt += 1;
+      setText(el.conn, 'lost, reconnecting in ' + Math.round(delay / 1000) + ' s…');
+      state.retryTimer = window.setTimeout(openSocket, delay);
+      render();
+    };
+  }
+
+  el.webcam.addEventListener('click', function () { start('webcam'); });
+  el.screen.addEventListener('click', function () { start('screen'); });
+  el.stop.addEventListener('click', function () { stop('Stopped. Nothing is being sent.'); });
+  window.addEventListener('pagehide', function () { stop(); });
+  if (config.session.status === 'ended') {
+    state.ended = true;
+    setText(el.session, 'Ended');
+  }
+  render();
+})();

@@ -1,0 +1,434 @@
+"""The pure analysis pipeline: image bytes -> faces -> expressions, with per-stage timings.
+
+Pure means: numpy arrays in, frozen dataclasses out; no Django, no Celery, no model loading. The
+face detector and the expression classifier are passed in behind two small ``Protocol``s
+(:class:`FaceDetector`, :class:`ExpressionModel`), so tests use fakes and the worker uses the
+models that :mod:`inference_worker.runtime` loads once per process.
+
+Stages (each timed with :func:`time.perf_counter`, reported in milliseconds)::
+
+    decode    bytes -> RGB uint8 (H, W, 3)                      (OpenCV)
+    detect    RGB -> list[Detection] (pixel boxes)              (the detector)
+    crop      one square crop with margin per face, clipped to the frame
+    classify  ALL crops of the frame in ONE batch -> float32 (N, 7)   (the classifier)
+    total     wall time of the whole call, decode included when it was done here
+
+Coordinates: pixels use a top-left origin, x to the right, y down; a box is ``(x, y, w, h)``.
+Results carry boxes normalised to the frame (``0..1``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from ml.labels import EMOTIONS
+
+__all__ = [
+    "DEFAULT_CROP_MARGIN",
+    "Detection",
+    "ExpressionModel",
+    "Face",
+    "FaceDetector",
+    "FrameAnalysis",
+    "FrameDecodeError",
+    "Timings",
+    "analyze_bytes",
+    "analyze_frame",
+    "decode_image",
+    "square_crop",
+]
+
+DEFAULT_CROP_MARGIN: float = 0.2
+"""Default crop margin: the square crop's side is ``(1 + margin)`` times the box's longer side.
+
+Why 0.2: FER2013's 48x48 images frame the face a little more loosely than a BlazeFace box. Run on
+400 FER2013 training images (upscaled to 192 px and padded), BlazeFace's box side is a median
+1/1.16 (full range) to 1/1.17 (short range) of the image side, so a crop of 1.2x the box side
+shows the classifier a face framed like its training data.
+"""
+
+
+class FrameDecodeError(ValueError):
+    """The bytes are not an image OpenCV can decode (empty, truncated, unknown format, too big)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One face found by a detector, in pixel coordinates of the analysed frame.
+
+    Attributes:
+        box: ``(x, y, w, h)`` in pixels, top-left origin, ``float``. May reach outside the frame
+            (detectors extrapolate faces cut by the border); ``w, h > 0``.
+        score: detector confidence, ``0..1``.
+        keypoints: ``None``, or BlazeFace's 6 keypoints as ``(x, y)`` pixels in this order:
+            right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion
+            (the subject's right/left). Used later for head pose (attention).
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    keypoints: tuple[tuple[float, float], ...] | None = None
+
+
+@runtime_checkable
+class FaceDetector(Protocol):
+    """Finds faces in an RGB frame."""
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """Detect faces.
+
+        Args:
+            rgb: ``uint8`` array ``(H, W, 3)``, RGB channel order.
+
+        Returns:
+            Detections in pixel coordinates of ``rgb``, any order; empty when there is no face.
+        """
+        ...
+
+
+@runtime_checkable
+class ExpressionModel(Protocol):
+    """Classifies face crops into the 7 FER2013 expressions (:data:`ml.labels.EMOTIONS`)."""
+
+    def predict_proba(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Classify a batch of face crops.
+
+        Args:
+            faces: ``N`` ``uint8`` crops, ``(H_i, W_i, 3)`` RGB or ``(H_i, W_i)`` gray, any size
+                (a list, or one stacked array when all crops share a size).
+
+        Returns:
+            ``float32`` array ``(N, 7)``: probabilities in FER2013 order, each row summing to 1.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Face:
+    """One analysed face.
+
+    Attributes:
+        box: ``(x, y, w, h)`` normalised to the frame (``0..1``, top-left origin), clipped to it.
+        score: detector confidence, ``0..1``.
+        probabilities: 7 floats in FER2013 order (:data:`ml.labels.EMOTIONS`), summing to 1.
+        label: the most probable expression, one of :data:`ml.labels.EMOTIONS`.
+        confidence: ``max(probabilities)``, ``0..1``.
+        keypoints: ``None`` or the detector's 6 keypoints normalised to the frame (``0..1``,
+            clipped). Kept for later head-pose work; not part of :meth:`FrameAnalysis.to_dict`.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    probabilities: tuple[float, ...]
+    label: str
+    confidence: float
+    keypoints: tuple[tuple[float, float], ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The face as the JSON-able dict of the result schema (see ``notes/CONTRACTS.md``)."""
+        return {
+            "box": list(self.box),
+            "score": self.score,
+            "probabilities": list(self.probabilities),
+            "label": self.label,
+            "confidence": self.confidence,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Per-stage wall times of one frame, in milliseconds (``time.perf_counter``).
+
+    ``decode`` is 0.0 when the caller decoded the frame itself (:func:`analyze_frame`);
+    ``classify`` is 0.0 when no face was found (the classifier is not called).
+    ``total`` is the wall time of the whole analysis (decode included), so it is at least the sum
+    of the stages.
+    """
+
+    decode: float
+    detect: float
+    crop: float
+    classify: float
+    total: float
+
+    def to_dict(self) -> dict[str, float]:
+        """``{"decode", "detect", "crop", "classify", "total"}`` -> milliseconds."""
+        return {
+            "decode": self.decode,
+            "detect": self.detect,
+            "crop": self.crop,
+            "classify": self.classify,
+            "total": self.total,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FrameAnalysis:
+    """The result of analysing one frame; holds no pixels.
+
+    Attributes:
+        width: frame width in pixels.
+        height: frame height in pixels.
+        faces: analysed faces, in descending detector score.
+        timings: per-stage timings in milliseconds.
+    """
+
+    width: int
+    height: int
+    faces: tuple[Face, ...] = field(default_factory=tuple)
+    timings: Timings = field(default_factory=lambda: Timings(0.0, 0.0, 0.0, 0.0, 0.0))
+
+    @property
+    def face_count(self) -> int:
+        """Number of faces analysed."""
+        return len(self.faces)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-able result dict passed to ``classroom.services.record_frame_result``.
+
+        Returns:
+            Exactly ``{"width": int, "height": int, "faces": [{"box": [x, y, w, h],
+            "score": float, "probabilities": [7 floats], "label": str, "confidence": float},
+            ...], "timings_ms": {"decode", "detect", "crop", "classify", "total"}}`` with plain
+            Python ints/floats (schema in ``notes/CONTRACTS.md``).
+        """
+        return {
+            "width": self.width,
+            "height": self.height,
+            "faces": [face.to_dict() for face in self.faces],
+            "timings_ms": self.timings.to_dict(),
+        }
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+def decode_image(data: bytes, *, max_side: int | None = None) -> np.ndarray:
+    """Decode JPEG/PNG/WebP (anything OpenCV reads) bytes into an RGB image.
+
+    EXIF orientation is applied (OpenCV's default); alpha is dropped; gray and 16-bit images
+    become 8-bit RGB.
+
+    Args:
+        data: encoded image bytes.
+        max_side: if given, reject images whose width or height exceeds it (pixels).
+
+    Returns:
+        ``uint8`` array ``(H, W, 3)``, RGB, C-contiguous.
+
+    Raises:
+        FrameDecodeError: ``data`` is empty or not decodable, or the image is larger than
+            ``max_side``.
+    """
+    if not data:
+        raise FrameDecodeError("empty image data")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    try:
+        if hasattr(cv2, "IMREAD_COLOR_RGB"):  # OpenCV >= 4.11 decodes straight to RGB
+            rgb = cv2.imdecode(buffer, cv2.IMREAD_COLOR_RGB)
+        else:  # pragma: no cover - older OpenCV
+            bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+            rgb = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    except cv2.error as exc:
+        raise FrameDecodeError(f"OpenCV could not decode {len(data)} bytes") from exc
+    if rgb is None or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
+        raise FrameDecodeError(f"not a decodable image ({len(data)} bytes)")
+    height, width = rgb.shape[:2]
+    if max_side is not None and max(height, width) > max_side:
+        raise FrameDecodeError(f"image {width}x{height} exceeds {max_side} px per side")
+    return np.ascontiguousarray(rgb)
+
+
+def _check_rgb(rgb: np.ndarray) -> None:
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 numpy array, got {getattr(rgb, 'dtype', type(rgb))}")
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ValueError(f"expected an RGB image (H, W, 3), got shape {rgb.shape}")
+
+
+def _crop_bounds(
+    shape: tuple[int, ...], box: Sequence[float], margin: float
+) -> tuple[int, int, int, int]:
+    """Pixel bounds ``(x0, y0, x1, y1)`` of the square crop around ``box``, clipped to the frame."""
+    height, width = shape[:2]
+    x, y, w, h = (float(v) for v in box)
+    side = max(w, h) * (1.0 + margin)
+    cx, cy = x + w / 2.0, y + h / 2.0
+    x0 = max(0, int(round(cx - side / 2.0)))
+    y0 = max(0, int(round(cy - side / 2.0)))
+    x1 = min(width, int(round(cx + side / 2.0)))
+    y1 = min(height, int(round(cy + side / 2.0)))
+    return x0, y0, x1, y1
+
+
+def square_crop(
+    rgb: np.ndarray,
+    box: Sequence[float],
+    margin: float = DEFAULT_CROP_MARGIN,
+) -> np.ndarray:
+    """Cut a square around a face box, enlarged by a margin, clipped to the frame.
+
+    The square is centred on the box; its side is ``max(w, h) * (1 + margin)`` (half the margin
+    on each side). Where it reaches past the frame it is clipped, so a face at the border gives a
+    non-square crop (the classifier's preprocessing resizes it to its square input).
+
+    Args:
+        rgb: ``uint8`` ``(H, W, 3)`` frame (any channel order; it is not converted).
+        box: ``(x, y, w, h)`` in pixels; may extend beyond the frame.
+        margin: extra fraction of the box's longer side, ``>= 0``. Default
+            :data:`DEFAULT_CROP_MARGIN` (why: see there).
+
+    Returns:
+        A view into ``rgb`` of shape ``(h', w', 3)``, ``1 <= h', w'``, clipped to the frame.
+
+    Raises:
+        ValueError: negative margin, a non-positive box size, or a crop with no pixel inside
+            the frame.
+    """
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    if len(box) != 4 or box[2] <= 0 or box[3] <= 0:
+        raise ValueError(f"expected a box (x, y, w, h) with w, h > 0, got {tuple(box)}")
+    x0, y0, x1, y1 = _crop_bounds(rgb.shape, box, margin)
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"box {tuple(box)} lies outside the {rgb.shape[1]}x{rgb.shape[0]} frame")
+    return rgb[y0:y1, x0:x1]
+
+
+def _normalised_box(
+    box: Sequence[float], width: int, height: int
+) -> tuple[float, float, float, float]:
+    """Clip a pixel box to the frame and normalise it to ``0..1``."""
+    x, y, w, h = (float(v) for v in box)
+    x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
+    x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
+    return (x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height)
+
+
+def _normalised_keypoints(
+    keypoints: Sequence[Sequence[float]] | None, width: int, height: int
+) -> tuple[tuple[float, float], ...] | None:
+    if keypoints is None:
+        return None
+    return tuple(
+        (min(max(float(px) / width, 0.0), 1.0), min(max(float(py) / height, 0.0), 1.0))
+        for px, py in keypoints
+    )
+
+
+def analyze_frame(
+    rgb: np.ndarray,
+    detector: FaceDetector,
+    classifier: ExpressionModel,
+    *,
+    margin: float = DEFAULT_CROP_MARGIN,
+    decode_ms: float = 0.0,
+) -> FrameAnalysis:
+    """Detect, crop and classify every face of one frame.
+
+    The classifier is called exactly once per frame with all crops as one batch, or not at all
+    when no face is found. Detections whose box lies entirely outside the frame are dropped.
+
+    Args:
+        rgb: ``uint8`` ``(H, W, 3)`` RGB frame.
+        detector: any :class:`FaceDetector`.
+        classifier: any :class:`ExpressionModel`.
+        margin: crop margin, see :func:`square_crop`.
+        decode_ms: time already spent decoding this frame, reported as ``timings.decode`` and
+            added to ``timings.total``.
+
+    Returns:
+        The :class:`FrameAnalysis`; faces sorted by descending detector score.
+
+    Raises:
+        ValueError: ``rgb`` is not ``uint8 (H, W, 3)``, or the classifier returns an array that
+            is not ``(N, 7)`` for ``N`` crops.
+    """
+    start = time.perf_counter()
+    _check_rgb(rgb)
+    height, width = rgb.shape[:2]
+
+    t = time.perf_counter()
+    detections = sorted(detector.detect(rgb), key=lambda d: d.score, reverse=True)
+    detect_ms = _ms_since(t)
+
+    t = time.perf_counter()
+    kept: list[Detection] = []
+    crops: list[np.ndarray] = []
+    for detection in detections:
+        try:
+            crops.append(square_crop(rgb, detection.box, margin))
+        except ValueError:
+            continue  # a degenerate or off-frame box: nothing to classify
+        kept.append(detection)
+    crop_ms = _ms_since(t)
+
+    classify_ms = 0.0
+    faces: list[Face] = []
+    if crops:
+        t = time.perf_counter()
+        probabilities = np.asarray(classifier.predict_proba(crops), dtype=np.float32)
+        classify_ms = _ms_since(t)
+        if probabilities.shape != (len(crops), len(EMOTIONS)):
+            raise ValueError(
+                f"classifier returned shape {probabilities.shape}, "
+                f"expected ({len(crops)}, {len(EMOTIONS)})"
+            )
+        for detection, row in zip(kept, probabilities, strict=True):
+            best = int(np.argmax(row))
+            faces.append(
+                Face(
+                    box=_normalised_box(detection.box, width, height),
+                    score=min(max(float(detection.score), 0.0), 1.0),
+                    probabilities=tuple(float(p) for p in row),
+                    label=EMOTIONS[best],
+                    confidence=float(row[best]),
+                    keypoints=_normalised_keypoints(detection.keypoints, width, height),
+                )
+            )
+
+    timings = Timings(
+        decode=float(decode_ms),
+        detect=detect_ms,
+        crop=crop_ms,
+        classify=classify_ms,
+        total=float(decode_ms) + _ms_since(start),
+    )
+    return FrameAnalysis(width=int(width), height=int(height), faces=tuple(faces), timings=timings)
+
+
+def analyze_bytes(
+    data: bytes,
+    detector: FaceDetector,
+    classifier: ExpressionModel,
+    *,
+    margin: float = DEFAULT_CROP_MARGIN,
+    max_side: int | None = None,
+) -> FrameAnalysis:
+    """Decode image bytes and analyse the frame; ``timings.decode`` and ``total`` include decoding.
+
+    Args:
+        data: JPEG/PNG/WebP bytes.
+        detector: any :class:`FaceDetector`.
+        classifier: any :class:`ExpressionModel`.
+        margin: crop margin, see :func:`square_crop`.
+        max_side: reject images larger than this many pixels per side (see :func:`decode_image`).
+
+    Returns:
+        The :class:`FrameAnalysis` of the decoded frame.
+
+    Raises:
+        FrameDecodeError: the bytes cannot be decoded (a ``ValueError``).
+        ValueError: as :func:`analyze_frame`.
+    """
+    start = time.perf_counter()
+    rgb = decode_image(data, max_side=max_side)
+    decode_ms = _ms_since(start)
+    return analyze_frame(rgb, detector, classifier, margin=margin, decode_ms=decode_ms)

@@ -1,0 +1,57 @@
+"""The one preprocessing function shared by training and inference.
+
+Every face crop, whether it comes from the FER2013 csv during training or from a live frame in
+the worker, goes through :func:`preprocess_faces` so that the model always sees the same input
+distribution.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+INPUT_SIZE: int = 48
+"""Side of the square model input in pixels (FER2013's native 48x48)."""
+
+PREPROCESSING: str = "gray, resize to 48x48 (INTER_AREA when shrinking), float32 = uint8 / 255"
+"""Human-readable description written into every model's metadata file."""
+
+
+def preprocess_faces(faces: np.ndarray | list[np.ndarray], size: int = INPUT_SIZE) -> np.ndarray:
+    """Turn face crops into model input.
+
+    Args:
+        faces: ``uint8`` crops, either one array ``(N, H, W)`` (gray) or ``(N, H, W, 3)`` (RGB),
+            or a list of ``N`` arrays ``(H_i, W_i)`` / ``(H_i, W_i, 3)`` of any sizes.
+        size: output side in pixels.
+
+    Returns:
+        ``float32`` array ``(N, size, size, 1)`` with values in ``[0, 1]``.
+
+    Raises:
+        ValueError: a crop is empty, has the wrong number of dimensions or channels, or is not
+            ``uint8``.
+    """
+    if isinstance(faces, np.ndarray) and faces.ndim in (3, 4) and faces.shape[0] == 0:
+        return np.zeros((0, size, size, 1), np.float32)
+    out = np.empty((len(faces), size, size, 1), np.float32)
+    for i, face in enumerate(faces):
+        face = np.asarray(face)
+        if face.dtype != np.uint8:
+            raise ValueError(f"face {i}: expected uint8 pixels, got {face.dtype}")
+        if face.ndim == 3 and face.shape[2] == 3:
+            face = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
+        elif face.ndim == 3 and face.shape[2] == 1:
+            face = face[:, :, 0]
+        elif face.ndim != 2:
+            raise ValueError(f"face {i}: expected (H, W) or (H, W, 3), got shape {face.shape}")
+        if face.size == 0:
+            raise ValueError(f"face {i}: empty crop {face.shape}")
+        if face.shape != (size, size):
+            shrinking = face.shape[0] > size or face.shape[1] > size
+            face = cv2.resize(
+                face, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+            )
+        out[i, :, :, 0] = face
+    out /= 255.0
+    return out
