@@ -181,6 +181,7 @@ class FaceObservation(models.Model):
     box_y = models.FloatField(help_text="Top edge, fraction of frame height (0..1).")
     box_w = models.FloatField(help_text="Width, fraction of frame width (0..1).")
     box_h = models.FloatField(help_text="Height, fraction of frame height (0..1).")
+    score = models.FloatField(null=True, blank=True, help_text="Detector confidence (0..1).")
     label = models.CharField(max_length=16, choices=Expression.choices)
     confidence = models.FloatField(help_text="Probability of the label (0..1).")
     probabilities = models.JSONField(help_text="7 probabilities, FER2013 order, summing to 1.")
@@ -196,6 +197,10 @@ class FaceObservation(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(confidence__gte=0, confidence__lte=1), name="classroom_face_confidence_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(score__isnull=True) | Q(score__gte=0, score__lte=1),
+                name="classroom_face_score_range",
             ),
             models.CheckConstraint(condition=Q(label__in=Expression.values), name="classroom_face_label_valid"),
         ]

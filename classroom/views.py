@@ -15,11 +15,12 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -84,11 +85,14 @@ def teacher_required(view):
 
 
 def _own_session(request: HttpRequest, pk):
-    """The session ``pk`` if the user may see it (its teacher, or staff), else 404.
+    """The session ``pk`` if the user may see it (its teacher, or an admin), else 404.
 
     404 rather than 403 so that other teachers cannot probe which session ids exist.
     """
-    return get_object_or_404(selectors.sessions_for(request.user), pk=pk)
+    session = selectors.session_for(request.user, pk)
+    if session is None:
+        raise Http404("No such session.")
+    return session
 
 
 def _join_url(request: HttpRequest, join_code: str) -> str:
@@ -126,7 +130,7 @@ def _current_participant(request: HttpRequest):
     participant_id = request.session.get(services.PARTICIPANT_SESSION_KEY)
     if participant_id is None:
         return None
-    return selectors.participant_with_session(participant_id)
+    return selectors.participant_for_stream(participant_id)
 
 
 # --- public pages -------------------------------------------------------------------------------
@@ -145,7 +149,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @teacher_required
 def session_list(request: HttpRequest) -> HttpResponse:
     """The teacher's sessions, newest first (staff see every session)."""
-    sessions = selectors.sessions_for(request.user)
+    sessions = selectors.sessions_for(request.user).order_by("-created_at")
     return render(request, "classroom/session_list.html", {"sessions": sessions})
 
 
@@ -161,7 +165,7 @@ def session_list_json(request: HttpRequest) -> JsonResponse:
         ``{"sessions": [{"id", "title", "status", "join_code", "frame_interval_s", "created_at",
         "started_at", "ended_at", "dashboard_url", "dashboard_ws_path", "join_url"}, ...]}``.
     """
-    sessions = selectors.sessions_for(request.user)
+    sessions = selectors.sessions_for(request.user).order_by("-created_at")
     code = request.GET.get("code", "").strip().upper()
     if code:
         sessions = sessions.filter(join_code=code)
@@ -174,13 +178,17 @@ def session_create(request: HttpRequest) -> HttpResponse:
     """Create a draft session (title, frame interval) and go to its board."""
     form = SessionCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        session = services.create_session(
-            teacher=request.user,
-            title=form.cleaned_data["title"],
-            frame_interval_s=form.cleaned_data["frame_interval_s"],
-        )
-        messages.success(request, "Session created. Start it when the class is ready.")
-        return redirect("classroom:session_detail", pk=session.pk)
+        try:
+            session = services.create_session(
+                teacher=request.user,
+                title=form.cleaned_data["title"],
+                frame_interval_s=form.cleaned_data["frame_interval_s"],
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, "Session created. Start it when the class is ready.")
+            return redirect("classroom:session_detail", pk=session.pk)
     return render(request, "classroom/session_create.html", {"form": form})
 
 
@@ -238,8 +246,55 @@ def session_report(request: HttpRequest, pk) -> HttpResponse:
     """Report of one session: totals, expression mix, timeline and a per-participant table."""
     session = _own_session(request, pk)
     report = selectors.session_report(session)
-    context = {"session": session, "report": report, **_chart_context()}
+    mix = report.get("mix") or {}
+    mix_rows = [
+        {"label": e, "colour": EXPRESSION_COLOURS[e], "percent": mix[e] * 100}
+        for e in sorted(mix, key=lambda label: -mix[label])
+        if e in EXPRESSION_COLOURS
+    ]
+    participant_rows = [
+        {
+            **row,
+            "joined_at": parse_datetime(row["joined_at"]) if row.get("joined_at") else None,
+            "shares": [(row.get("mix") or {}).get(e, 0.0) * 100 for e in EXPRESSIONS],
+        }
+        for row in report.get("participants", [])
+    ]
+    context = {
+        "session": session,
+        "report": report,
+        "mix_rows": mix_rows,
+        "participant_rows": participant_rows,
+        **_chart_context(),
+    }
     return render(request, "classroom/session_report.html", context)
+
+
+# CSV header -> key of a participant row of selectors.session_report().
+PARTICIPANT_COLUMNS = {
+    "participant_id": "id",
+    "display_name": "display_name",
+    "joined_at": "joined_at",
+    "consent_given_at": "consent_given_at",
+    "last_seen_at": "last_seen_at",
+    "frames_received": "frames_received",
+    "frames_rejected": "frames_rejected",
+    "frames_analysed": "frames_analysed",
+    "faces": "faces",
+    "faces_per_frame": "faces_per_frame",
+}
+
+
+def _share(mix: dict[str, float], label: str) -> str:
+    return f"{mix.get(label, 0.0):.4f}"
+
+
+def _csv_cell(value) -> Any:
+    # Display names are user input: neutralise spreadsheet formula injection (OWASP "CSV
+    # Injection") by prefixing a quote to cells that a spreadsheet would evaluate.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return "" if value is None else value
 
 
 def _export_filename(session, extension: str) -> str:
@@ -252,7 +307,7 @@ def _export_filename(session, extension: str) -> str:
 def session_export_json(request: HttpRequest, pk) -> JsonResponse:
     """The session report as a JSON download (numbers only; no images exist to export)."""
     session = _own_session(request, pk)
-    payload = {"session": _session_json(request, session), "report": selectors.session_report(session)}
+    payload = selectors.session_report(session)
     response = JsonResponse(payload, json_dumps_params={"indent": 2})
     response["Content-Disposition"] = f'attachment; filename="{_export_filename(session, "json")}"'
     return response
@@ -282,39 +337,14 @@ def session_export_csv(request: HttpRequest, pk) -> HttpResponse:
             mix = point.get("mix") or {}
             writer.writerow([point["t"], point["faces"], *(_share(mix, e) for e in EXPRESSIONS)])
     else:
-        writer.writerow(PARTICIPANT_COLUMNS + [*EXPRESSIONS])
+        writer.writerow([*PARTICIPANT_COLUMNS, *EXPRESSIONS])
         for row in report.get("participants", []):
             mix = row.get("mix") or {}
             writer.writerow(
-                [_csv_cell(row.get(c)) for c in PARTICIPANT_COLUMNS]
+                [_csv_cell(row.get(key)) for key in PARTICIPANT_COLUMNS.values()]
                 + [_share(mix, e) for e in EXPRESSIONS]
             )
     return response
-
-
-PARTICIPANT_COLUMNS = [
-    "participant_id",
-    "display_name",
-    "joined_at",
-    "last_seen_at",
-    "frames_received",
-    "frames_rejected",
-    "frames_analysed",
-    "faces",
-    "faces_per_frame",
-]
-
-
-def _share(mix: dict[str, float], label: str) -> str:
-    return f"{mix.get(label, 0.0):.4f}"
-
-
-def _csv_cell(value) -> Any:
-    # Display names are user input: neutralise spreadsheet formula injection (OWASP "CSV
-    # Injection") by prefixing a quote to cells that a spreadsheet would evaluate.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return "" if value is None else value
 
 
 # --- student pages ------------------------------------------------------------------------------
@@ -343,7 +373,9 @@ def join(request: HttpRequest) -> HttpResponse:
                 )
             except services.JoinError as exc:
                 error_code = exc.code
-                field = {"consent_required": "consent", "bad_name": "display_name"}.get(exc.code, "code")
+                field = {"consent_required": "consent", "bad_name": "display_name"}.get(
+                    exc.code, "code"
+                )
                 form.add_error(field, exc.message)
             else:
                 # A new identity in this browser: a fresh session key (no session fixation).
@@ -388,7 +420,11 @@ def student(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "classroom/student.html",
-        {"participant": participant, "session": participant.session, "config": _student_config(participant)},
+        {
+            "participant": participant,
+            "session": participant.session,
+            "config": _student_config(participant),
+        },
     )
 
 
@@ -414,4 +450,3 @@ def student_leave(request: HttpRequest) -> HttpResponse:
     request.session.pop(services.PARTICIPANT_SESSION_KEY, None)
     messages.info(request, "You left the session. Nothing more is sent from this browser.")
     return redirect("classroom:join")
-

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ml.labels import EMOTIONS, NUM_CLASSES
-from ml.preprocessing import INPUT_SIZE, preprocess_faces
+from ml.preprocessing import preprocess_faces
 
 SHIPPED_DIR: Path = Path(__file__).resolve().parent / "shipped"
 """Folder of the shipped default model."""

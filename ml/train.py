@@ -166,16 +166,64 @@ def _images(split) -> np.ndarray:
     return (split.images.astype(np.float32) / 255.0)[..., None]
 
 
-class _StateCallback:
-    pass
+def _command_line(argv: list[str]) -> str:
+    """The command that started this process, as a user would type it.
+
+    Under ``python -m ml.train`` ``sys.argv[0]`` is the module's file path; write it back as
+    ``python -m ml.train`` so the command in ``config.json`` and the model metadata is runnable.
+    """
+    if not argv:
+        return ""
+    head = argv[0].replace("\\", "/")
+    prefix = ["python", "-m", "ml.train"] if head.endswith("ml/train.py") else [argv[0]]
+    return " ".join(shlex.quote(a) for a in [*prefix, *argv[1:]])
+
+
+def _epoch_timer(path: Path, append: bool):
+    """A callback appending ``epoch,seconds,finished_at`` rows to ``path`` (training time)."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            new = not path.exists()
+            with open(path, "a", newline="") as fh:
+                w = csv.writer(fh)
+                if new:
+                    w.writerow(["epoch", "seconds", "finished_at"])
+                w.writerow([epoch, round(time.time() - self._t0, 2), round(time.time(), 1)])
+
+    if not append and path.exists():
+        path.unlink()
+    return EpochTimer()
+
+
+def _early_stopping(patience: int, best: float | None, wait: int):
+    """EarlyStopping on PublicTest accuracy that resumes its counters from the log."""
+    import keras
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if best is not None:
+                self.best, self.wait = best, wait
+
+    return ResumableEarlyStopping(
+        monitor="val_accuracy", mode="max", patience=patience, baseline=None, start_from_epoch=0
+    )
 
 
 def train(config: TrainConfig, *, resume: bool = False) -> dict:
     """Run (or resume) training.
 
+    The global Keras dtype policy (mixed precision) is set for the run and restored afterwards.
+
     Args:
         config: the run's settings.
-        resume: continue from ``<out>/last.keras`` and ``<out>/log.csv`` if they exist.
+        resume: continue from ``<out>/last.keras`` and ``<out>/log.csv`` if they exist; the
+            early-stopping counter continues from the log too.
 
     Returns:
         Summary dict: best PublicTest accuracy and its epoch, epochs run, seconds, paths.
@@ -183,9 +231,20 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     Raises:
         ml.datasets.DatasetError: the data file is missing or malformed.
         KeyError: unknown architecture.
+        ValueError: Training or PublicTest is empty, or Training has fewer images than one
+            batch.
     """
     import keras
-    import tensorflow as tf
+
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        return _train(config, resume=resume)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(config: TrainConfig, *, resume: bool) -> dict:
+    import keras
 
     from ml.models import build_model
 
@@ -198,6 +257,11 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     tr, va = data["Training"], data["PublicTest"]
     if len(tr) == 0 or len(va) == 0:
         raise ValueError("Training and PublicTest must both be non-empty")
+    if len(tr) < config.batch_size:
+        raise ValueError(
+            f"Training has {len(tr)} images, fewer than one batch of {config.batch_size} "
+            "(incomplete batches are dropped)"
+        )
     x_tr, x_va = _images(tr), _images(va)
     y_tr = make_targets(tr.labels, tr.soft_labels, config.ferplus_weight)
     y_va = np.eye(NUM_CLASSES, dtype=np.float32)[va.labels]
@@ -210,13 +274,16 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     last_path, best_path, log_path = out / "last.keras", out / "best.keras", out / "log.csv"
     initial_epoch = 0
     best_acc = -1.0
+    epochs_since_best = 0
     if resume and last_path.exists() and log_path.exists():
         model = keras.models.load_model(last_path)
         with open(log_path) as fh:
             rows = list(csv.DictReader(fh))
         initial_epoch = len(rows)
         if rows:
-            best_acc = max(float(r["val_accuracy"]) for r in rows)
+            accs = [float(r["val_accuracy"]) for r in rows]
+            best_acc = max(accs)
+            epochs_since_best = len(accs) - 1 - int(np.argmax(accs))
         print(f"resuming {out} at epoch {initial_epoch + 1}/{config.epochs} (best PublicTest {best_acc:.4f})")
     else:
         model = build_model(config.arch, **config.model_kwargs)
@@ -243,7 +310,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
         json.dumps(
             {
                 **asdict(config),
-                "command": " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else "",
+                "command": _command_line(sys.argv),
                 "data_sha256": data.sha256,
                 "precision_policy": policy,
                 "hardware": _hardware(),
@@ -259,15 +326,16 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
             initial_value_threshold=best_acc if best_acc >= 0 else None,
         ),
         keras.callbacks.CSVLogger(log_path, append=initial_epoch > 0),
+        _epoch_timer(out / "timing.csv", append=initial_epoch > 0),
         keras.callbacks.TerminateOnNaN(),
     ]
     if config.patience > 0:
         callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_accuracy", mode="max", patience=config.patience,
-                baseline=None, start_from_epoch=0,
-            )
+            _early_stopping(config.patience, best_acc if initial_epoch else None, epochs_since_best)
         )
+        if initial_epoch and epochs_since_best >= config.patience:
+            print(f"early stopping had already stopped {out} ({epochs_since_best} epochs since best)")
+            initial_epoch = config.epochs
     started = time.time()
     if initial_epoch < config.epochs:
         model.fit(
@@ -294,7 +362,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
         "input_size": INPUT_SIZE,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    tf.keras.backend.clear_session() if hasattr(tf, "keras") else None
+    keras.backend.clear_session()
     return summary
 
 

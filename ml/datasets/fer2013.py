@@ -111,8 +111,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def load_fer2013(
@@ -139,42 +139,11 @@ def load_fer2013(
             gives the 1-based line number in the file.
     """
     p = resolve_fer2013_path(path)
-    images: list[np.ndarray] = []
-    labels: list[int] = []
-    usages: list[int] = []
-    with _open_text(p) as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:3]] != ["emotion", "pixels", "Usage"]:
-            raise DatasetError(f"{p}: line 1: expected header 'emotion,pixels,Usage', got {header!r}")
-        for row_index, row in enumerate(reader):
-            if limit is not None and row_index >= limit:
-                break
-            line = row_index + 2
-            if len(row) < 3:
-                raise DatasetError(f"{p}: line {line}: expected 3 columns, got {len(row)}")
-            try:
-                label = int(row[0])
-            except ValueError:
-                raise DatasetError(f"{p}: line {line}: emotion {row[0]!r} is not an integer") from None
-            if not 0 <= label < NUM_CLASSES:
-                raise DatasetError(f"{p}: line {line}: emotion {label} outside 0..{NUM_CLASSES - 1}")
-            usage = row[2].strip()
-            if usage not in SPLITS:
-                raise DatasetError(f"{p}: line {line}: unknown Usage {usage!r}, expected one of {SPLITS}")
-            try:
-                pixels = np.array(row[1].split(), dtype=np.int32)
-            except ValueError:
-                raise DatasetError(f"{p}: line {line}: pixels are not all integers") from None
-            if pixels.size != IMAGE_SIDE * IMAGE_SIDE:
-                raise DatasetError(
-                    f"{p}: line {line}: expected {IMAGE_SIDE * IMAGE_SIDE} pixels, got {pixels.size}"
-                )
-            if pixels.min() < 0 or pixels.max() > 255:
-                raise DatasetError(f"{p}: line {line}: pixel values outside 0..255")
-            images.append(pixels.astype(np.uint8).reshape(IMAGE_SIDE, IMAGE_SIDE))
-            labels.append(label)
-            usages.append(SPLITS.index(usage))
+    try:
+        images, labels, usages = _read_fer2013_rows(p, limit)
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+        # gzip.BadGzipFile is an OSError; csv.Error covers NUL bytes and similar damage.
+        raise DatasetError(f"{p}: cannot read the file: {exc}") from exc
     if not images:
         raise DatasetError(f"{p}: no data rows")
     all_images = np.stack(images)
@@ -193,6 +162,48 @@ def load_fer2013(
             soft_labels=None if soft is None else soft[idx],
         )
     return FER2013(splits=splits, sha256=file_sha256(p), path=str(p))
+
+
+
+def _read_fer2013_rows(p: Path, limit: int | None) -> tuple[list[np.ndarray], list[int], list[int]]:
+    """Parse and validate the data rows; see :func:`load_fer2013` for the checks."""
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    usages: list[int] = []
+    with _open_text(p) as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:3]] != ["emotion", "pixels", "Usage"]:
+            raise DatasetError(f"{p}: line 1: expected header 'emotion,pixels,Usage', got {header!r}")
+        for row_index, row in enumerate(reader):
+            if limit is not None and row_index >= limit:
+                break
+            line = reader.line_num  # physical line in the file (1-based, header is line 1)
+            if len(row) < 3:
+                raise DatasetError(f"{p}: line {line}: expected 3 columns, got {len(row)}")
+            try:
+                label = int(row[0])
+            except (ValueError, OverflowError):
+                raise DatasetError(f"{p}: line {line}: emotion {row[0]!r} is not an integer") from None
+            if not 0 <= label < NUM_CLASSES:
+                raise DatasetError(f"{p}: line {line}: emotion {label} outside 0..{NUM_CLASSES - 1}")
+            usage = row[2].strip()
+            if usage not in SPLITS:
+                raise DatasetError(f"{p}: line {line}: unknown Usage {usage!r}, expected one of {SPLITS}")
+            try:
+                pixels = np.array(row[1].split(), dtype=np.int32)
+            except (ValueError, OverflowError):
+                raise DatasetError(f"{p}: line {line}: pixels are not all integers in 0..255") from None
+            if pixels.size != IMAGE_SIDE * IMAGE_SIDE:
+                raise DatasetError(
+                    f"{p}: line {line}: expected {IMAGE_SIDE * IMAGE_SIDE} pixels, got {pixels.size}"
+                )
+            if pixels.min() < 0 or pixels.max() > 255:
+                raise DatasetError(f"{p}: line {line}: pixel values outside 0..255")
+            images.append(pixels.astype(np.uint8).reshape(IMAGE_SIDE, IMAGE_SIDE))
+            labels.append(label)
+            usages.append(SPLITS.index(usage))
+    return images, labels, usages
 
 
 def load_ferplus(
@@ -226,13 +237,13 @@ def load_ferplus(
         if missing:
             raise DatasetError(f"{p}: line 1: missing columns {sorted(missing)}")
         votes = []
-        for i, row in enumerate(reader):
+        for row in reader:
             try:
                 v = [0.0] * NUM_CLASSES
                 for name, cls in _FERPLUS_TO_FER.items():
                     v[cls] = float(int(row[name]))
             except (TypeError, ValueError):
-                raise DatasetError(f"{p}: line {i + 2}: votes are not integers") from None
+                raise DatasetError(f"{p}: line {reader.line_num}: votes are not integers") from None
             votes.append(v)
     arr = np.asarray(votes, np.float32)
     if expected_rows is not None and arr.shape[0] != expected_rows:

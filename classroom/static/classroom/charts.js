@@ -21,7 +21,7 @@
   function clock(iso) {
     var d = new Date(iso);
     if (isNaN(d.getTime())) { return String(iso); }
-    return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+    return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
   }
 
   if (window.Chart) {
@@ -86,7 +86,7 @@
       backgroundColor: '#1f2328',
       borderWidth: 3,
       pointRadius: 0,
-      tension: 0.2
+      tension: 0
     }];
     expressions.forEach(function (e) {
       datasets.push({
@@ -97,7 +97,7 @@
         backgroundColor: colours[e],
         borderWidth: 2,
         pointRadius: 0,
-        tension: 0.2
+        tension: 0
       });
     });
     return new Chart(canvas, {
@@ -118,6 +118,7 @@
           }
         },
         scales: {
+          x: { ticks: { maxRotation: 0, autoSkipPadding: 16 } },
           faces: {
             position: 'left', beginAtZero: true,
             ticks: { precision: 0 },
@@ -134,7 +135,7 @@
     });
   }
 
-  /** Replace a timelineChart's data with [{t, faces, mix}, ...]. */
+  /** Replace a timelineChart's data with [{t, faces, mix}, ...] (the session.update timeline). */
   function updateTimeline(chart, timeline) {
     var points = timeline || [];
     chart.data.labels = points.map(function (p) { return clock(p.t); });
@@ -142,7 +143,11 @@
       if (ds.yAxisID === 'faces') {
         ds.data = points.map(function (p) { return p.faces; });
       } else {
-        ds.data = points.map(function (p) { return (p.mix && p.mix[ds.label]) || 0; });
+        // No face in a bucket: no share to show (a gap in the line, not a drop to 0 %).
+        ds.data = points.map(function (p) {
+          var mix = p.mix || {};
+          return Object.keys(mix).length ? (mix[ds.label] || 0) : null;
+        });
       }
     });
     chart.update('none');

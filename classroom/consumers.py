@@ -1,0 +1,162 @@
+"""WebSocket consumers: the student's frame stream and the teacher's live dashboard.
+
+Authorisation happens on connect. A refused connection is accepted and then closed with code
+4403, so browsers and other clients can read the reason (a close before the handshake reaches
+them as a bare HTTP 403 / code 1006).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+
+from classroom import events, realtime, selectors, services
+from classroom.choices import FrameErrorCode, SessionStatus
+
+logger = logging.getLogger(__name__)
+
+
+class StudentStreamConsumer(AsyncWebsocketConsumer):
+    """``/ws/stream/``: binary frames in, JSON acks and errors out (protocol in CONTRACTS.md).
+
+    The participant comes from the Django session (``scope["session"]``, key
+    ``services.PARTICIPANT_SESSION_KEY``), never from the client's messages, so a socket can
+    only send frames as its own participant. Rejected frames get an ``error`` reply and the
+    socket stays open. The socket also joins ``realtime.participant_group(id)`` to receive
+    ``frame.result`` (forwarded as ``result``) and ``session.ended`` (forwarded, then closed
+    with code 4000).
+    """
+
+    participant_id: int | None = None
+    group: str | None = None
+
+    @database_sync_to_async
+    def _participant(self):
+        django_session = self.scope.get("session")
+        if django_session is None:
+            return None
+        participant_id = django_session.get(services.PARTICIPANT_SESSION_KEY)
+        if participant_id is None:
+            return None
+        return selectors.participant_for_stream(participant_id)
+
+    async def connect(self) -> None:
+        realtime.remember_loop()
+        participant = await self._participant()
+        await self.accept()
+        if participant is None:
+            await self.close(code=events.CLOSE_FORBIDDEN)
+            return
+        self.participant_id = participant.pk
+        self.group = realtime.participant_group(participant.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        if participant.session.status == SessionStatus.ENDED:
+            await self.session_ended({"type": events.SESSION_ENDED})
+
+    async def disconnect(self, code) -> None:
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def _send_json(self, message: dict) -> None:
+        await self.send(text_data=json.dumps(message))
+
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        if self.participant_id is None:
+            return  # refused socket, closing
+        if bytes_data is None:
+            await self._send_json(
+                events.error_message(
+                    None,
+                    FrameErrorCode.TEXT_NOT_SUPPORTED,
+                    "Send frames as binary messages: 12-byte header + image.",
+                )
+            )
+            return
+        try:
+            accepted = await database_sync_to_async(services.accept_frame)(self.participant_id, bytes_data)
+        except services.FrameRejected as exc:
+            await self._send_json(events.error_message(exc.seq, exc.code, exc.message))
+            return
+        await self._send_json(events.ack_message(accepted.seq))
+
+    async def frame_result(self, event: dict) -> None:
+        """Channel event ``frame.result``: one of this participant's frames was analysed."""
+        await self._send_json(events.result_message(event["seq"], event["faces"]))
+
+    async def session_ended(self, event: dict) -> None:
+        """Channel event ``session.ended``: tell the student, then close with code 4000."""
+        await self._send_json(events.session_ended_message())
+        await self.close(code=events.CLOSE_SESSION_ENDED)
+
+
+class TeacherDashboardConsumer(AsyncJsonWebsocketConsumer):
+    """``/ws/dashboard/<session uuid>/``: live ``session.update`` snapshots for the teacher.
+
+    Only the session's teacher and admins may connect (else close 4403). On connect one
+    snapshot is sent; then each ``session.update`` channel event triggers a fresh
+    ``selectors.dashboard_snapshot``. Bursts are coalesced: at most one snapshot per
+    ``refresh_interval_s`` (0.5 s), and the last event of a burst is always followed by a
+    snapshot, so the board is never more than about half a second behind the database.
+    Messages from the client are ignored.
+    """
+
+    refresh_interval_s = 0.5
+
+    session_id = None
+    group: str | None = None
+    _refresher: asyncio.Task | None = None
+    _dirty = False
+
+    async def connect(self) -> None:
+        realtime.remember_loop()
+        session = await database_sync_to_async(selectors.session_for)(
+            self.scope.get("user"), self.scope["url_route"]["kwargs"]["session_id"]
+        )
+        await self.accept()
+        if session is None:
+            await self.close(code=events.CLOSE_FORBIDDEN)
+            return
+        self.session_id = session.pk
+        self.group = realtime.session_group(session.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        snapshot = await database_sync_to_async(selectors.dashboard_snapshot_by_id)(self.session_id)
+        if snapshot is not None:
+            await self.send_json(snapshot)
+
+    async def disconnect(self, code) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        return  # the dashboard is read-only
+
+    async def session_update(self, event: dict) -> None:
+        """Channel event ``session.update``: schedule a (coalesced) snapshot."""
+        if self.session_id is None:
+            return
+        self._dirty = True
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        try:
+            while self._dirty:
+                self._dirty = False
+                snapshot = await database_sync_to_async(selectors.dashboard_snapshot_by_id)(self.session_id)
+                if snapshot is None:
+                    return
+                await self.send_json(snapshot)
+                await asyncio.sleep(self.refresh_interval_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("dashboard refresh of session %s failed", self.session_id)

@@ -1,0 +1,118 @@
+"""Channel-layer groups and sends (called only from ``services``, inside ``on_commit``).
+
+Groups: ``session.<uuid hex>`` (teacher dashboards of a session) and ``participant.<id>``
+(the stream socket of one student).
+
+Dashboard events carry no snapshot: ``session.update`` tells each connected
+``TeacherDashboardConsumer`` to refresh, and the consumer computes
+``selectors.dashboard_snapshot`` itself, coalescing bursts (see ``consumers``). So a worker never
+spends time on snapshots, and nothing is computed when no dashboard is open.
+
+Threads and event loops: the web server runs consumers on one asyncio loop, but ``broadcast``
+is called from sync code in other threads (Django's sync-to-async thread, or the embedded
+Celery worker thread, which has its own loop). ``InMemoryChannelLayer`` is not safe across
+loops, so consumers call :func:`remember_loop` on connect, and sends from another thread are
+scheduled on that loop with ``asyncio.run_coroutine_threadsafe`` (fire and forget; failures are
+logged). With no known running loop (a separate worker process), ``async_to_sync`` is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import Future
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from classroom import events
+
+logger = logging.getLogger(__name__)
+
+_server_loop: asyncio.AbstractEventLoop | None = None
+_pending: set[asyncio.Task] = set()
+
+
+def session_group(session_id) -> str:
+    """Group name of a session's dashboards: ``"session.<uuid hex>"``.
+
+    Args:
+        session_id: ``ClassSession.pk`` as a UUID or any string ``uuid.UUID`` accepts.
+    """
+    if not isinstance(session_id, uuid.UUID):
+        session_id = uuid.UUID(str(session_id))
+    return f"session.{session_id.hex}"
+
+
+def participant_group(participant_id: int) -> str:
+    """Group name of one participant's stream socket: ``"participant.<id>"``."""
+    return f"participant.{int(participant_id)}"
+
+
+def remember_loop(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Record the server's event loop (consumers call this in ``connect``).
+
+    Args:
+        loop: the loop; default the running one (must then be called from async code).
+    """
+    global _server_loop
+    _server_loop = loop or asyncio.get_running_loop()
+
+
+def forget_loop() -> None:
+    """Forget the recorded loop (tests)."""
+    global _server_loop
+    _server_loop = None
+
+
+def _log_failure(future: Future | asyncio.Future) -> None:
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None:
+        logger.error("channel layer send failed: %r", exc)
+
+
+def _group_send(group: str, message: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    loop = _server_loop
+    if loop is None or loop.is_closed() or not loop.is_running():
+        loop = running
+    if loop is not None and loop is running:
+        task = loop.create_task(layer.group_send(group, message))
+        _pending.add(task)  # keep a reference until done (asyncio holds tasks weakly)
+        task.add_done_callback(_pending.discard)
+        task.add_done_callback(_log_failure)
+    elif loop is not None:
+        asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop).add_done_callback(_log_failure)
+    else:
+        async_to_sync(layer.group_send)(group, message)
+
+
+def broadcast(session) -> None:
+    """Tell the session's dashboards to refresh (event ``session.update``).
+
+    Args:
+        session: a ``ClassSession`` or its primary key.
+    """
+    session_id = getattr(session, "pk", session)
+    _group_send(session_group(session_id), {"type": events.SESSION_UPDATE, "session": str(session_id)})
+
+
+def notify_frame_result(participant_id: int, seq: int, faces: int) -> None:
+    """Tell a student's socket that one of its frames was analysed (event ``frame.result``)."""
+    _group_send(participant_group(participant_id), {"type": events.FRAME_RESULT, "seq": seq, "faces": faces})
+
+
+def notify_session_ended(participant_ids: Iterable[int]) -> None:
+    """Tell the students' sockets that the session ended (event ``session.ended``)."""
+    for participant_id in participant_ids:
+        _group_send(participant_group(participant_id), {"type": events.SESSION_ENDED})

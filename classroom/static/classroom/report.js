@@ -1,0 +1,16 @@
+/* Session report page: draws the whole-session expression mix and the timeline (charts.js). */
+(function () {
+  'use strict';
+  var C = window.ClassMoodCharts;
+  if (!C || !window.Chart) { return; }
+  var expressions = C.readJSON('expressions-data') || [];
+  var colours = C.readJSON('colours-data') || {};
+  var mixCanvas = document.getElementById('mix-chart');
+  if (mixCanvas) {
+    C.updateMix(C.mixChart(mixCanvas, expressions, colours), C.readJSON('mix-data') || {});
+  }
+  var timelineCanvas = document.getElementById('timeline-chart');
+  if (timelineCanvas) {
+    C.updateTimeline(C.timelineChart(timelineCanvas, expressions, colours), C.readJSON('timeline-data') || []);
+  }
+})();

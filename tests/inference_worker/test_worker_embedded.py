@@ -1,0 +1,108 @@
+"""The embedded worker consumes real task messages from the in-memory broker.
+
+Runs in a fresh interpreter: the worker thread lives as long as its process, and in this pytest
+process it would consume the messages other tests send through the memory broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from worker_fakes import REPO_ROOT
+
+SCRIPT = r"""
+import base64, json, sys, threading
+import django
+django.setup()
+
+import cv2, numpy as np
+from classroom import services
+from inference_worker import embedded, runtime, tasks
+from inference_worker.celery import app
+from inference_worker.pipeline import Detection
+
+sys.path.insert(0, "tests/inference_worker")
+from worker_fakes import FakeClassifier, FakeDetector
+
+probe_done = threading.Event()
+probe_seen = {}
+
+@app.task(name="tests.inference_worker.embedded_probe", ignore_result=True)
+def embedded_probe(value):
+    probe_seen["value"] = value
+    probe_seen["thread"] = threading.current_thread().name
+    probe_done.set()
+
+frame_done = threading.Event()
+recorded = []
+def record_frame_result(**kwargs):
+    recorded.append(kwargs)
+    frame_done.set()
+
+runtime.get_detector = lambda *a, **k: FakeDetector([Detection(box=(10.0, 10.0, 20.0, 20.0), score=0.9)])
+runtime.get_classifier = lambda *a, **k: FakeClassifier()
+services.record_frame_result = record_frame_result
+
+worker = embedded.start_embedded_worker()
+again = embedded.start_embedded_worker()
+
+ok, buf = cv2.imencode(".jpg", np.full((48, 64, 3), 100, np.uint8))
+frame_b64 = base64.b64encode(buf.tobytes()).decode()
+
+def send():  # from another thread, by name, as classroom.dispatch does
+    app.send_task("tests.inference_worker.embedded_probe", args=[42], queue="default")
+    app.send_task(
+        "inference_worker.tasks.analyze_frame_task",
+        kwargs={"participant_id": 3, "seq": 1, "frame_b64": frame_b64,
+                "captured_at": 1.0, "received_at": 2.0},
+        queue="inference", expires=10, kwargsrepr="{participant_id, seq, <frame>}",
+    )
+
+sender = threading.Thread(target=send)
+sender.start(); sender.join()
+got_probe = probe_done.wait(20)
+got_frame = frame_done.wait(20)
+stopped = embedded.stop_embedded_worker()
+print(json.dumps({
+    "same_worker": worker is again,
+    "probe": probe_seen.get("value") if got_probe else None,
+    "probe_thread": probe_seen.get("thread"),
+    "frame": [{k: v for k, v in r.items() if k != "result"} | {"faces": len(r["result"]["faces"])}
+              for r in recorded] if got_frame else None,
+    "stopped": stopped,
+    "polling_interval": app.conf.broker_transport_options.get("polling_interval"),
+}))
+"""
+
+
+@pytest.mark.slow
+def test_embedded_worker_consumes_tasks_sent_by_name():
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "engagement.settings.test",
+        "REDIS_URL": "",
+        "CELERY_BROKER_URL": "memory://",
+        "CELERY_SKIP_CHECKS": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["same_worker"] is True
+    assert report["probe"] == 42
+    assert report["probe_thread"] == "celery-embedded"
+    assert report["frame"] == [
+        {"participant_id": 3, "seq": 1, "captured_at": 1.0, "received_at": 2.0, "faces": 1}
+    ]
+    assert report["stopped"] is True
+    assert report["polling_interval"] == pytest.approx(0.05)

@@ -1,0 +1,159 @@
+"""ml.evaluate: TTA views, tables, plots and the CLI on the tiny exported model and a tiny peer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ml.evaluate import (
+    PeerModel,
+    evaluate,
+    find_training_log,
+    format_table,
+    main,
+    plot_training_curves,
+    tta_views,
+)
+from ml.metrics import classification_report
+
+LOG = "epoch,accuracy,loss,val_accuracy,val_loss\n0,0.3,1.8,0.35,1.7\n1,0.5,1.2,0.55,1.3\n"
+
+
+def test_tta_views():
+    images = np.arange(2 * 48 * 48, dtype=np.int64).reshape(2, 48, 48).astype(np.uint8)
+    views = dict(tta_views(images, crop=4))
+    assert len(views) == 12
+    np.testing.assert_array_equal(views["full"], images)
+    np.testing.assert_array_equal(views["full_flip"], images[:, :, ::-1])
+    np.testing.assert_array_equal(views["bottom_right"], images[:, 4:, 4:])
+    np.testing.assert_array_equal(views["centre"], images[:, 2:46, 2:46])
+    assert all(v.shape[1:] in ((48, 48), (44, 44)) and v.dtype == np.uint8 for v in views.values())
+    assert len(dict(tta_views(images, crop=0))) == 2
+    with pytest.raises(ValueError):
+        list(tta_views(images, crop=48))
+
+
+def test_evaluate_with_a_perfect_and_a_constant_predictor(tiny_csv):
+    from ml.datasets import load_fer2013
+
+    data = load_fer2013(tiny_csv)
+    # look up the true label of each face by its bytes: a perfect predictor.
+    lookup = {data[s].images[i].tobytes(): data[s].labels[i] for s in ("PublicTest", "PrivateTest") for i in range(len(data[s]))}
+
+    def perfect(faces):
+        return np.eye(7, dtype=np.float32)[[lookup[f.tobytes()] for f in faces]]
+
+    res = evaluate(perfect, data, progress=False)
+    assert res["PrivateTest"]["accuracy"] == 1.0 and res["PublicTest"]["macro_f1"] == 1.0
+
+    def happy(faces):
+        return np.tile(np.eye(7, dtype=np.float32)[3], (len(faces), 1))
+
+    res = evaluate(happy, data, tta=True, progress=False)
+    labels = data["PrivateTest"].labels
+    assert res["PrivateTest"] == classification_report(labels, np.full_like(labels, 3))
+
+
+def test_format_table_mentions_every_row():
+    rep = classification_report(np.array([0, 1, 2]), np.array([0, 1, 1]))
+    text = format_table({"model.tflite": {"PublicTest": rep, "PrivateTest": rep}, "peer": {"PrivateTest": rep}})
+    assert "model.tflite" in text and "peer: per class on PrivateTest" in text
+    assert "0.6667" in text  # accuracy 2/3
+    for name in ("angry", "disgust", "neutral"):
+        assert name in text
+
+
+def test_training_curves_png(tmp_path):
+    (tmp_path / "log.csv").write_text(LOG)
+    assert plot_training_curves(tmp_path / "log.csv", tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "bad.csv").write_text("epoch,loss\n0,1\n")
+    assert not plot_training_curves(tmp_path / "bad.csv", tmp_path / "d.png")
+    model = tmp_path / "run" / "best.keras"
+    assert find_training_log(model, {"model": {"source": str(tmp_path / "x.keras")}}) == tmp_path / "log.csv"
+    assert find_training_log(model, {}) is None
+
+
+@pytest.fixture(scope="module")
+def tiny_peer(tmp_path_factory):
+    """A mini-Xception stand-in: 64x64 gray input, softmax output, saved as legacy .hdf5."""
+    import keras
+
+    keras.utils.set_random_seed(11)
+    inputs = keras.Input((64, 64, 1))
+    x = keras.layers.Conv2D(4, 3, strides=4, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(7)(x)
+    outputs = keras.layers.Activation("softmax")(x)
+    path = tmp_path_factory.mktemp("peer") / "emotion_model.hdf5"
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_peer_model_preprocessing(tiny_peer):
+    peer = PeerModel(tiny_peer)
+    assert peer.input_size == 64
+    p = peer.predict_proba(np.zeros((3, 48, 48), np.uint8))
+    assert p.shape == (3, 7) and p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    # input is scaled to [-1, 1]: black -> -1
+    x = np.full((1, 64, 64, 1), -1.0, np.float32)
+    np.testing.assert_allclose(p[0], np.asarray(peer.model(x))[0], atol=1e-6)
+    with pytest.raises(ValueError):
+        peer.predict_proba(np.zeros((3, 48, 48), np.float32))
+
+
+@pytest.mark.slow
+def test_cli_writes_metrics_confusion_and_curves(tmp_path, exported_tiny, tiny_csv, tiny_peer, capsys):
+    model = exported_tiny[0] / "expression_cnn.tflite"
+    (tmp_path / "log.csv").write_text(LOG)
+    out = tmp_path / "eval"
+    code = main(
+        [str(model), "--data", str(tiny_csv), "--tta", "--peer", str(tiny_peer), "--out", str(out),
+         "--log", str(tmp_path / "log.csv"), "--no-progress"]
+    )
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert "expression_cnn.tflite+tta" in stdout and "peer:emotion_model.hdf5" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = metrics["results"]
+    assert set(rows) == {
+        "expression_cnn.tflite", "expression_cnn.tflite+tta",
+        "peer:emotion_model.hdf5", "peer:emotion_model.hdf5+tta",
+    }
+    for splits in rows.values():
+        assert set(splits) == {"PublicTest", "PrivateTest"}
+        assert splits["PrivateTest"]["n"] == 28
+        assert set(splits["PrivateTest"]["per_class"]["happy"]) == {"precision", "recall", "f1", "support"}
+    # the exported metadata measured the same tflite: same plain accuracy
+    assert rows["expression_cnn.tflite"]["PrivateTest"]["accuracy"] == pytest.approx(
+        exported_tiny[1]["metrics"]["PrivateTest"]["accuracy"]
+    )
+    confusion = json.loads((out / "confusion.json").read_text())
+    assert confusion["expression_cnn.tflite"]["PrivateTest"]["matrix"] == rows["expression_cnn.tflite"]["PrivateTest"]["confusion_matrix"]
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert "curves.png" in pngs and len(pngs) == 1 + 4 * 2
+    assert metrics["curves_png"] == "curves.png" and metrics["tta"]["views"] == 12
+
+
+@pytest.mark.slow
+def test_cli_reports_unloadable_peer(tmp_path, exported_tiny, tiny_csv, capsys):
+    bad_peer = tmp_path / "emotion_model.hdf5"
+    bad_peer.write_bytes(b"not an hdf5 file")
+    out = tmp_path / "eval"
+    code = main([str(exported_tiny[0] / "expression_cnn.tflite"), "--data", str(tiny_csv),
+                 "--peer", str(bad_peer), "--out", str(out), "--no-progress"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "peer model not evaluated" in captured.err and "NOT evaluated" in captured.out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "could not load" in metrics["peer"]["peer_error"]
+    assert list(metrics["results"]) == ["expression_cnn.tflite"]
+
+
+def test_cli_bad_model_exits_2(tmp_path, tiny_csv, capsys):
+    assert main([str(tmp_path / "none.tflite"), "--data", str(tiny_csv), "--out", str(tmp_path / "o")]) == 2
+    assert "not found" in capsys.readouterr().err

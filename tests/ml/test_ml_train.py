@@ -1,0 +1,131 @@
+"""Training smoke run on tiny synthetic data, resume, CLI parsing and the model registry."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from ml.train import TrainConfig, _command_line, class_weights, make_targets, parse_args, train
+
+
+def _log_rows(run):
+    with open(run / "log.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.slow
+def test_train_smoke_and_resume(tmp_path, tiny_csv):
+    import keras
+
+    run = tmp_path / "run"
+    cfg = TrainConfig(
+        arch="cnn", data=str(tiny_csv), out=str(run), epochs=1, batch_size=16, warmup_epochs=0,
+        patience=0, mixed_precision="off", model_kwargs={"width": 0.125}, verbose=0,
+    )
+    before = keras.mixed_precision.global_policy().name
+    summary = train(cfg)
+    for name in ("last.keras", "best.keras", "log.csv", "config.json", "summary.json", "timing.csv"):
+        assert (run / name).is_file(), name
+    assert len(_log_rows(run)) == 1
+    assert summary["epochs_run"] == 1 and summary["best_epoch"] == 1
+    assert 0.0 <= summary["best_public_test_accuracy"] <= 1.0
+    config = json.loads((run / "config.json").read_text())
+    assert config["arch"] == "cnn" and config["data_sha256"] == summary["data_sha256"]
+    assert keras.mixed_precision.global_policy().name == before
+
+    # --resume continues at epoch 2 instead of starting over.
+    cfg.epochs = 2
+    summary = train(cfg, resume=True)
+    rows = _log_rows(run)
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert summary["epochs_run"] == 2
+    with open(run / "timing.csv", newline="") as fh:
+        assert [r["epoch"] for r in csv.DictReader(fh)] == ["0", "1"]
+
+    # the checkpoint loads for inference and gives probabilities
+    from ml.inference import ExpressionClassifier
+
+    clf = ExpressionClassifier.load(run / "best.keras")
+    p = clf.predict_proba(np.zeros((2, 48, 48), np.uint8))
+    assert p.shape == (2, 7)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_train_rejects_too_little_data(tmp_path, tiny_csv):
+    cfg = TrainConfig(data=str(tiny_csv), out=str(tmp_path / "r"), batch_size=1000, mixed_precision="off")
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        train(cfg)
+
+
+def test_parse_args_builds_config():
+    cfg, resume = parse_args(
+        ["--arch", "resnet50", "--epochs", "3", "--batch-size", "8", "--weights", "none", "--resume"]
+    )
+    assert (cfg.arch, cfg.epochs, cfg.batch_size, cfg.out) == ("resnet50", 3, 8, "runs/resnet50")
+    assert cfg.model_kwargs == {} and resume is True
+    cfg, _ = parse_args(["--width", "0.25"])
+    assert cfg.model_kwargs == {"width": 0.25}
+
+
+def test_command_line_is_runnable_form():
+    assert _command_line(["/repo/ml/train.py", "--arch", "cnn"]) == "python -m ml.train --arch cnn"
+    assert _command_line(["train.py", "--out", "a b"]) == "train.py --out 'a b'"
+    assert _command_line([]) == ""
+
+
+def test_class_weights_and_targets():
+    labels = np.array([0, 0, 0, 0, 1])
+    w = class_weights(labels, 0.5)
+    assert w.shape == (7,) and w.dtype == np.float32
+    assert w[1] / w[0] == pytest.approx(2.0)  # sqrt(4 / 1)
+    assert w[labels].mean() == pytest.approx(1.0)
+    np.testing.assert_array_equal(class_weights(labels, 0.0)[labels], 1.0)
+    soft = np.full((5, 7), 1 / 7, np.float32)
+    t = make_targets(labels, soft, 0.5)
+    np.testing.assert_allclose(t.sum(axis=1), 1.0, rtol=1e-6)
+    assert t[0, 0] == pytest.approx(0.5 + 0.5 / 7)
+    np.testing.assert_array_equal(make_targets(labels, None, 0.5), np.eye(7, dtype=np.float32)[labels])
+
+
+@pytest.mark.slow
+def test_registry_builds_both_architectures():
+    from ml.models import build_model
+
+    cnn = build_model("cnn", width=0.125)
+    assert cnn.input_shape == (None, 48, 48, 1) and cnn.output_shape == (None, 7)
+    res = build_model("resnet50", input_size=32)
+    assert res.input_shape == (None, 48, 48, 1) and res.output_shape == (None, 7)
+    with pytest.raises(KeyError, match="known"):
+        build_model("vgg")
+    with pytest.raises(ValueError, match=">= 32"):
+        build_model("resnet50", input_size=16)
+
+
+@pytest.mark.slow
+def test_mixed_precision_model_loads_as_float32(tmp_path):
+    """Checkpoints trained under mixed_bfloat16 are rebuilt in float32 for export/inference."""
+    import keras
+
+    from ml.modelio import load_keras_model
+    from ml.models import build_model
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(3)
+        model = build_model("cnn", width=0.125)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    model.save(tmp_path / "m.keras")
+    loaded = load_keras_model(tmp_path / "m.keras")
+    assert {layer.dtype_policy.name for layer in loaded.layers} == {"float32"}
+    x = np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32)
+    y16 = np.asarray(model(x, training=False), np.float32)
+    y32 = np.asarray(loaded(x, training=False))
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32, y16, atol=0.1)
+    with pytest.raises(FileNotFoundError):
+        load_keras_model(tmp_path / "missing.keras")
