@@ -235,19 +235,36 @@ def get_classifier(path: str | os.PathLike | None = None) -> ExpressionModel:
         return classifier
 
 
-def warm() -> None:
-    """Load the configured detector and classifier now, and run each once on a blank frame.
+def warm(*, create_detector: bool = True) -> None:
+    """Load the configured models now, so that the first live frame does not pay for it.
 
-    The first MediaPipe call and the first classifier call carry one-off set-up costs; paying
-    them here keeps them out of the first live frame's latency.
+    Args:
+        create_detector: also build the MediaPipe detector and run it once on a blank frame.
+            With ``False`` only MediaPipe's modules are imported (the slow part: ~2 s, they
+            import TensorFlow) and the detector itself is built on first use (~50 ms).
+
+    Raises:
+        FileNotFoundError, ValueError, ImproperlyConfigured: as the loaders.
     """
     blank = np.zeros((240, 320, 3), np.uint8)
-    get_detector().detect(blank)
+    if create_detector:
+        get_detector().detect(blank)
+    else:
+        detector_kind()  # fail early on a bad setting
+        import mediapipe  # noqa: F401
+        from mediapipe.tasks.python.vision import face_detector  # noqa: F401
     get_classifier().predict_proba([blank[:48, :48]])
 
 
 def warm_if_configured(**_: Any) -> bool:
-    """``worker_process_init`` receiver: :func:`warm` when ``ENGAGEMENT_WARM_MODELS`` is true.
+    """``worker_process_init`` receiver: warm the models when ``ENGAGEMENT_WARM_MODELS`` is true.
+
+    The MediaPipe detector is NOT built here, only imported (``warm(create_detector=False)``):
+    building it sets SIGPROF to "ignore" (LiteRT/MediaPipe internals), and a prefork child runs
+    ``worker_process_init`` BEFORE billiard resets every signal to its default
+    (``billiard.common.reset_signals(full=True)``), after which the next SIGPROF kills the
+    child (exit code 27, a crash loop; reproduced with Celery 5.7 / billiard / mediapipe 1.2.2).
+    Built lazily inside the first task it works.
 
     Failures are logged, not raised: the worker process keeps running and the task reports the
     same error on the first frame.
@@ -259,10 +276,11 @@ def warm_if_configured(**_: Any) -> bool:
     if not (value is True or str(value).strip().lower() in _TRUE):
         return False
     try:
-        warm()
+        warm(create_detector=False)
     except Exception:  # noqa: BLE001 - never kill a worker process at start-up over this
         logger.exception("could not warm the models in worker process %d", os.getpid())
         return False
+    logger.info("models warmed in worker process %d", os.getpid())
     return True
 
 

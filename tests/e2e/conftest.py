@@ -57,9 +57,9 @@ def _wait_for(predicate, timeout: float, what: str, logs=lambda: "") -> None:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{logs()}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def live_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> LiveStack:
-    """Daphne + Celery worker subprocesses sharing the test database; torn down after the module."""
+    """Daphne + Celery worker subprocesses sharing the test database; torn down at the end of the run."""
     from django.conf import settings
     from django.db import connection
 

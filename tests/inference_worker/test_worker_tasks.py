@@ -108,17 +108,17 @@ def test_frame_larger_than_the_max_side_is_dropped(fakes, settings):
 
 def test_models_are_warmed_after_the_fork_only_when_asked(monkeypatch, settings):
     calls = []
-    monkeypatch.setattr(runtime, "warm", lambda: calls.append("warm"))
+    monkeypatch.setattr(runtime, "warm", lambda **kw: calls.append(kw))
     settings.ENGAGEMENT_WARM_MODELS = False
     worker_process_init.send(sender=None)
     assert calls == []
     settings.ENGAGEMENT_WARM_MODELS = True
     worker_process_init.send(sender=None)
-    assert calls == ["warm"]
+    assert calls == [{"create_detector": False}]
 
 
 def test_warm_failures_are_logged_not_raised(monkeypatch, settings, caplog):
-    def boom():
+    def boom(**kw):
         raise FileNotFoundError("no model")
 
     monkeypatch.setattr(runtime, "warm", boom)

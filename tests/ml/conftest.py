@@ -41,5 +41,7 @@ def exported_tiny(tmp_path_factory, tiny_keras_model: Path, tiny_csv: Path) -> t
     from ml.export import export_model
 
     out = tmp_path_factory.mktemp("shipped")
-    meta = export_model(tiny_keras_model, out, name="expression_cnn", data=tiny_csv, min_parity_samples=20)
+    meta = export_model(
+        tiny_keras_model, out, name="expression_cnn", data=tiny_csv, min_parity_samples=20
+    )
     return out, meta

@@ -48,5 +48,8 @@ def make_rows(counts: dict[str, int], seed: int = 0) -> list[str]:
     rows: list[tuple[int, str]] = []
     for k, (usage, n) in enumerate(counts.items()):
         images, labels = synthetic_faces(n, seed + k)
-        rows += [(i * 3 + k, csv_row(int(c), img, usage)) for i, (img, c) in enumerate(zip(images, labels, strict=True))]
+        rows += [
+            (i * 3 + k, csv_row(int(c), img, usage))
+            for i, (img, c) in enumerate(zip(images, labels, strict=True))
+        ]
     return [r for _, r in sorted(rows)]

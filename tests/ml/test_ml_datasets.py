@@ -24,7 +24,9 @@ def test_load_splits_shapes_and_dtypes(tmp_path, suffix):
         split = data[name]
         assert len(split) == n
         assert split.images.shape == (n, 48, 48) and split.images.dtype == np.uint8
-        assert split.labels.dtype == np.int64 and split.labels.min() >= 0 and split.labels.max() <= 6
+        assert (
+            split.labels.dtype == np.int64 and split.labels.min() >= 0 and split.labels.max() <= 6
+        )
         assert split.soft_labels is None
     assert data.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     # rows are the 0-based data-row positions; together they cover every row exactly once.
@@ -81,17 +83,45 @@ def _pixels(values):
 MALFORMED = [
     pytest.param("3," + _pixels([1] * 2304), "expected 3 columns, got 2", id="too-few-columns"),
     pytest.param("", "expected 3 columns, got 0", id="blank-line"),
-    pytest.param("x," + _pixels([1] * 2304) + ",Training", "emotion 'x' is not an integer", id="emotion-not-int"),
-    pytest.param("7," + _pixels([1] * 2304) + ",Training", "emotion 7 outside 0..6", id="emotion-7"),
-    pytest.param("-1," + _pixels([1] * 2304) + ",Training", "emotion -1 outside 0..6", id="emotion-negative"),
-    pytest.param("2," + _pixels([1] * 2304) + ",Validation", "unknown Usage 'Validation'", id="bad-usage"),
-    pytest.param("2," + _pixels([1] * 2303) + " a,Training", "not all integers", id="pixel-not-int"),
-    pytest.param("2," + _pixels([1] * 2303) + " 1.5,Training", "not all integers", id="pixel-float"),
-    pytest.param("2," + _pixels([1] * 2303) + ",Training", "expected 2304 pixels, got 2303", id="too-few-pixels"),
-    pytest.param("2," + _pixels([1] * 2305) + ",Training", "expected 2304 pixels, got 2305", id="too-many-pixels"),
-    pytest.param("2," + _pixels([1] * 2303 + [256]) + ",Training", "outside 0..255", id="pixel-256"),
-    pytest.param("2," + _pixels([-1] + [1] * 2303) + ",Training", "outside 0..255", id="pixel-negative"),
-    pytest.param("2," + _pixels([1] * 2303 + [10**12]) + ",Training", "not all integers", id="pixel-overflow"),
+    pytest.param(
+        "x," + _pixels([1] * 2304) + ",Training",
+        "emotion 'x' is not an integer",
+        id="emotion-not-int",
+    ),
+    pytest.param(
+        "7," + _pixels([1] * 2304) + ",Training", "emotion 7 outside 0..6", id="emotion-7"
+    ),
+    pytest.param(
+        "-1," + _pixels([1] * 2304) + ",Training", "emotion -1 outside 0..6", id="emotion-negative"
+    ),
+    pytest.param(
+        "2," + _pixels([1] * 2304) + ",Validation", "unknown Usage 'Validation'", id="bad-usage"
+    ),
+    pytest.param(
+        "2," + _pixels([1] * 2303) + " a,Training", "not all integers", id="pixel-not-int"
+    ),
+    pytest.param(
+        "2," + _pixels([1] * 2303) + " 1.5,Training", "not all integers", id="pixel-float"
+    ),
+    pytest.param(
+        "2," + _pixels([1] * 2303) + ",Training",
+        "expected 2304 pixels, got 2303",
+        id="too-few-pixels",
+    ),
+    pytest.param(
+        "2," + _pixels([1] * 2305) + ",Training",
+        "expected 2304 pixels, got 2305",
+        id="too-many-pixels",
+    ),
+    pytest.param(
+        "2," + _pixels([1] * 2303 + [256]) + ",Training", "outside 0..255", id="pixel-256"
+    ),
+    pytest.param(
+        "2," + _pixels([-1] + [1] * 2303) + ",Training", "outside 0..255", id="pixel-negative"
+    ),
+    pytest.param(
+        "2," + _pixels([1] * 2303 + [10**12]) + ",Training", "not all integers", id="pixel-overflow"
+    ),
 ]
 
 
@@ -141,7 +171,9 @@ def test_utf8_bom_header_is_accepted(tmp_path):
 
 # ---------------------------------------------------------------- FER+
 
-FERPLUS_HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+FERPLUS_HEADER = (
+    "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+)
 
 
 def _ferplus(path, rows):
@@ -154,11 +186,20 @@ def test_ferplus_joined_by_row_position_with_duplicate_names(tmp_path):
     usages = ["Training", "PublicTest", "Training", "PrivateTest", "Training", "PublicTest"]
     images, _ = synthetic_faces(6)
     fer = write_fer_csv(
-        tmp_path / "fer.csv", [csv_row(i % 7, img, u) for i, (img, u) in enumerate(zip(images, usages, strict=True))]
+        tmp_path / "fer.csv",
+        [csv_row(i % 7, img, u) for i, (img, u) in enumerate(zip(images, usages, strict=True))],
     )
     # FER+ votes: row i puts all 10 votes on class (i % 7) in FER order; names repeat (as the
     # real file does for 4 names), which must not matter.
-    col_for_class = {0: "anger", 1: "disgust", 2: "fear", 3: "happiness", 4: "sadness", 5: "surprise", 6: "neutral"}
+    col_for_class = {
+        0: "anger",
+        1: "disgust",
+        2: "fear",
+        3: "happiness",
+        4: "sadness",
+        5: "surprise",
+        6: "neutral",
+    }
     cols = FERPLUS_HEADER.split(",")[2:]
     rows = []
     for i, u in enumerate(usages):

@@ -40,7 +40,11 @@ def test_evaluate_with_a_perfect_and_a_constant_predictor(tiny_csv):
 
     data = load_fer2013(tiny_csv)
     # look up the true label of each face by its bytes: a perfect predictor.
-    lookup = {data[s].images[i].tobytes(): data[s].labels[i] for s in ("PublicTest", "PrivateTest") for i in range(len(data[s]))}
+    lookup = {
+        data[s].images[i].tobytes(): data[s].labels[i]
+        for s in ("PublicTest", "PrivateTest")
+        for i in range(len(data[s]))
+    }
 
     def perfect(faces):
         return np.eye(7, dtype=np.float32)[[lookup[f.tobytes()] for f in faces]]
@@ -58,7 +62,9 @@ def test_evaluate_with_a_perfect_and_a_constant_predictor(tiny_csv):
 
 def test_format_table_mentions_every_row():
     rep = classification_report(np.array([0, 1, 2]), np.array([0, 1, 1]))
-    text = format_table({"model.tflite": {"PublicTest": rep, "PrivateTest": rep}, "peer": {"PrivateTest": rep}})
+    text = format_table(
+        {"model.tflite": {"PublicTest": rep, "PrivateTest": rep}, "peer": {"PrivateTest": rep}}
+    )
     assert "model.tflite" in text and "peer: per class on PrivateTest" in text
     assert "0.6667" in text  # accuracy 2/3
     for name in ("angry", "disgust", "neutral"):
@@ -72,7 +78,10 @@ def test_training_curves_png(tmp_path):
     (tmp_path / "bad.csv").write_text("epoch,loss\n0,1\n")
     assert not plot_training_curves(tmp_path / "bad.csv", tmp_path / "d.png")
     model = tmp_path / "run" / "best.keras"
-    assert find_training_log(model, {"model": {"source": str(tmp_path / "x.keras")}}) == tmp_path / "log.csv"
+    assert (
+        find_training_log(model, {"model": {"source": str(tmp_path / "x.keras")}})
+        == tmp_path / "log.csv"
+    )
     assert find_training_log(model, {}) is None
 
 
@@ -107,13 +116,26 @@ def test_peer_model_preprocessing(tiny_peer):
 
 
 @pytest.mark.slow
-def test_cli_writes_metrics_confusion_and_curves(tmp_path, exported_tiny, tiny_csv, tiny_peer, capsys):
+def test_cli_writes_metrics_confusion_and_curves(
+    tmp_path, exported_tiny, tiny_csv, tiny_peer, capsys
+):
     model = exported_tiny[0] / "expression_cnn.tflite"
     (tmp_path / "log.csv").write_text(LOG)
     out = tmp_path / "eval"
     code = main(
-        [str(model), "--data", str(tiny_csv), "--tta", "--peer", str(tiny_peer), "--out", str(out),
-         "--log", str(tmp_path / "log.csv"), "--no-progress"]
+        [
+            str(model),
+            "--data",
+            str(tiny_csv),
+            "--tta",
+            "--peer",
+            str(tiny_peer),
+            "--out",
+            str(out),
+            "--log",
+            str(tmp_path / "log.csv"),
+            "--no-progress",
+        ]
     )
     assert code == 0
     stdout = capsys.readouterr().out
@@ -121,19 +143,29 @@ def test_cli_writes_metrics_confusion_and_curves(tmp_path, exported_tiny, tiny_c
     metrics = json.loads((out / "metrics.json").read_text())
     rows = metrics["results"]
     assert set(rows) == {
-        "expression_cnn.tflite", "expression_cnn.tflite+tta",
-        "peer:emotion_model.hdf5", "peer:emotion_model.hdf5+tta",
+        "expression_cnn.tflite",
+        "expression_cnn.tflite+tta",
+        "peer:emotion_model.hdf5",
+        "peer:emotion_model.hdf5+tta",
     }
     for splits in rows.values():
         assert set(splits) == {"PublicTest", "PrivateTest"}
         assert splits["PrivateTest"]["n"] == 28
-        assert set(splits["PrivateTest"]["per_class"]["happy"]) == {"precision", "recall", "f1", "support"}
+        assert set(splits["PrivateTest"]["per_class"]["happy"]) == {
+            "precision",
+            "recall",
+            "f1",
+            "support",
+        }
     # the exported metadata measured the same tflite: same plain accuracy
     assert rows["expression_cnn.tflite"]["PrivateTest"]["accuracy"] == pytest.approx(
         exported_tiny[1]["metrics"]["PrivateTest"]["accuracy"]
     )
     confusion = json.loads((out / "confusion.json").read_text())
-    assert confusion["expression_cnn.tflite"]["PrivateTest"]["matrix"] == rows["expression_cnn.tflite"]["PrivateTest"]["confusion_matrix"]
+    assert (
+        confusion["expression_cnn.tflite"]["PrivateTest"]["matrix"]
+        == rows["expression_cnn.tflite"]["PrivateTest"]["confusion_matrix"]
+    )
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert "curves.png" in pngs and len(pngs) == 1 + 4 * 2
     assert metrics["curves_png"] == "curves.png" and metrics["tta"]["views"] == 12
@@ -144,8 +176,18 @@ def test_cli_reports_unloadable_peer(tmp_path, exported_tiny, tiny_csv, capsys):
     bad_peer = tmp_path / "emotion_model.hdf5"
     bad_peer.write_bytes(b"not an hdf5 file")
     out = tmp_path / "eval"
-    code = main([str(exported_tiny[0] / "expression_cnn.tflite"), "--data", str(tiny_csv),
-                 "--peer", str(bad_peer), "--out", str(out), "--no-progress"])
+    code = main(
+        [
+            str(exported_tiny[0] / "expression_cnn.tflite"),
+            "--data",
+            str(tiny_csv),
+            "--peer",
+            str(bad_peer),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     captured = capsys.readouterr()
     assert "peer model not evaluated" in captured.err and "NOT evaluated" in captured.out
@@ -155,5 +197,8 @@ def test_cli_reports_unloadable_peer(tmp_path, exported_tiny, tiny_csv, capsys):
 
 
 def test_cli_bad_model_exits_2(tmp_path, tiny_csv, capsys):
-    assert main([str(tmp_path / "none.tflite"), "--data", str(tiny_csv), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main([str(tmp_path / "none.tflite"), "--data", str(tiny_csv), "--out", str(tmp_path / "o")])
+        == 2
+    )
     assert "not found" in capsys.readouterr().err

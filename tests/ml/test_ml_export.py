@@ -96,11 +96,17 @@ def test_cli_exit_codes(tmp_path, tiny_keras_model, tiny_csv, capsys):
     assert main([str(tmp_path / "missing.keras"), "--data", str(tiny_csv)]) == 2
 
 
+@pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")
 def test_int8_and_none_quantization(tmp_path, tiny_keras_model, tiny_csv):
     for q in ("none", "int8"):
         meta = export_model(
-            tiny_keras_model, tmp_path / q, data=tiny_csv, quantize=q,
-            min_parity=0.0, min_parity_samples=20, calibration_samples=20,
+            tiny_keras_model,
+            tmp_path / q,
+            data=tiny_csv,
+            quantize=q,
+            min_parity=0.0,
+            min_parity_samples=20,
+            calibration_samples=20,
         )
         assert meta["files"]["tflite"]["quantization"] == q
         if q == "none":
@@ -109,12 +115,16 @@ def test_int8_and_none_quantization(tmp_path, tiny_keras_model, tiny_csv):
 
 def test_training_info_from_run_folder(tmp_path):
     (tmp_path / "config.json").write_text(
-        json.dumps({"command": "/x/ml/train.py --arch cnn --epochs 3", "arch": "cnn", "data_sha256": "ab"})
+        json.dumps(
+            {"command": "/x/ml/train.py --arch cnn --epochs 3", "arch": "cnn", "data_sha256": "ab"}
+        )
     )
     (tmp_path / "log.csv").write_text(
         "epoch,accuracy,loss,val_accuracy,val_loss\n0,0.3,1.8,0.35,1.7\n1,0.5,1.2,0.55,1.3\n2,0.6,1.1,0.5,1.2\n"
     )
-    (tmp_path / "timing.csv").write_text("epoch,seconds,finished_at\n0,10.0,1\n1,12.0,2\n2,14.0,3\n")
+    (tmp_path / "timing.csv").write_text(
+        "epoch,seconds,finished_at\n0,10.0,1\n1,12.0,2\n2,14.0,3\n"
+    )
     info = read_training_info(tmp_path)
     assert info["command"] == "python -m ml.train --arch cnn --epochs 3"
     assert info["epochs_run"] == 3 and info["best_epoch"] == 2

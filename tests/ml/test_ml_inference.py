@@ -131,7 +131,9 @@ def test_metadata_is_read_and_checked(tflite_path, tmp_path):
     copy = tmp_path / "m.tflite"
     shutil.copy(tflite_path, copy)
     assert ExpressionClassifier.load(copy).metadata == {}
-    (tmp_path / "m.json").write_text(json.dumps({"labels": ["a"] * 7, "output": {"kind": "logits"}}))
+    (tmp_path / "m.json").write_text(
+        json.dumps({"labels": ["a"] * 7, "output": {"kind": "logits"}})
+    )
     assert ExpressionClassifier.load(copy).labels == ("a",) * 7
     (tmp_path / "m.json").write_text(json.dumps({"labels": ["a", "b"]}))
     with pytest.raises(ValueError, match="2 labels"):

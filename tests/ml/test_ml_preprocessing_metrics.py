@@ -53,10 +53,14 @@ def test_list_of_any_sizes_and_custom_size():
     assert x.shape == (4, INPUT_SIZE, INPUT_SIZE, 1) and x.dtype == np.float32
     assert preprocess_faces(crops, size=64).shape == (4, 64, 64, 1)
     # shrinking uses area interpolation: a constant image stays constant.
-    np.testing.assert_allclose(preprocess_faces([np.full((300, 200), 51, np.uint8)]), 0.2, rtol=1e-6)
+    np.testing.assert_allclose(
+        preprocess_faces([np.full((300, 200), 51, np.uint8)]), 0.2, rtol=1e-6
+    )
 
 
-@pytest.mark.parametrize("empty", [np.zeros((0, 48, 48), np.uint8), np.zeros((0, 9, 9, 3), np.uint8), []])
+@pytest.mark.parametrize(
+    "empty", [np.zeros((0, 48, 48), np.uint8), np.zeros((0, 9, 9, 3), np.uint8), []]
+)
 def test_empty_batch(empty):
     x = preprocess_faces(empty)
     assert x.shape == (0, 48, 48, 1) and x.dtype == np.float32

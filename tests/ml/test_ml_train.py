@@ -22,12 +22,27 @@ def test_train_smoke_and_resume(tmp_path, tiny_csv):
 
     run = tmp_path / "run"
     cfg = TrainConfig(
-        arch="cnn", data=str(tiny_csv), out=str(run), epochs=1, batch_size=16, warmup_epochs=0,
-        patience=0, mixed_precision="off", model_kwargs={"width": 0.125}, verbose=0,
+        arch="cnn",
+        data=str(tiny_csv),
+        out=str(run),
+        epochs=1,
+        batch_size=16,
+        warmup_epochs=0,
+        patience=0,
+        mixed_precision="off",
+        model_kwargs={"width": 0.125},
+        verbose=0,
     )
     before = keras.mixed_precision.global_policy().name
     summary = train(cfg)
-    for name in ("last.keras", "best.keras", "log.csv", "config.json", "summary.json", "timing.csv"):
+    for name in (
+        "last.keras",
+        "best.keras",
+        "log.csv",
+        "config.json",
+        "summary.json",
+        "timing.csv",
+    ):
         assert (run / name).is_file(), name
     assert len(_log_rows(run)) == 1
     assert summary["epochs_run"] == 1 and summary["best_epoch"] == 1
@@ -41,6 +56,8 @@ def test_train_smoke_and_resume(tmp_path, tiny_csv):
     summary = train(cfg, resume=True)
     rows = _log_rows(run)
     assert [int(r["epoch"]) for r in rows] == [0, 1]
+    resumed = json.loads((run / "config.json").read_text())
+    assert resumed["command"] == config["command"] and len(resumed["resumed_with"]) == 1
     assert summary["epochs_run"] == 2
     with open(run / "timing.csv", newline="") as fh:
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["0", "1"]
@@ -55,14 +72,26 @@ def test_train_smoke_and_resume(tmp_path, tiny_csv):
 
 
 def test_train_rejects_too_little_data(tmp_path, tiny_csv):
-    cfg = TrainConfig(data=str(tiny_csv), out=str(tmp_path / "r"), batch_size=1000, mixed_precision="off")
+    cfg = TrainConfig(
+        data=str(tiny_csv), out=str(tmp_path / "r"), batch_size=1000, mixed_precision="off"
+    )
     with pytest.raises(ValueError, match="fewer than one batch"):
         train(cfg)
 
 
 def test_parse_args_builds_config():
     cfg, resume = parse_args(
-        ["--arch", "resnet50", "--epochs", "3", "--batch-size", "8", "--weights", "none", "--resume"]
+        [
+            "--arch",
+            "resnet50",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "8",
+            "--weights",
+            "none",
+            "--resume",
+        ]
     )
     assert (cfg.arch, cfg.epochs, cfg.batch_size, cfg.out) == ("resnet50", 3, 8, "runs/resnet50")
     assert cfg.model_kwargs == {} and resume is True
@@ -87,7 +116,9 @@ def test_class_weights_and_targets():
     t = make_targets(labels, soft, 0.5)
     np.testing.assert_allclose(t.sum(axis=1), 1.0, rtol=1e-6)
     assert t[0, 0] == pytest.approx(0.5 + 0.5 / 7)
-    np.testing.assert_array_equal(make_targets(labels, None, 0.5), np.eye(7, dtype=np.float32)[labels])
+    np.testing.assert_array_equal(
+        make_targets(labels, None, 0.5), np.eye(7, dtype=np.float32)[labels]
+    )
 
 
 @pytest.mark.slow

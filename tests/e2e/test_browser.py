@@ -1,0 +1,320 @@
+"""End to end in a real browser: headless Chromium (Debian's, driven by Playwright) plays a teacher
+and a student against the real stack (Daphne, a Celery worker process, PostgreSQL, Redis).
+
+The student's webcam is Chromium's fake capture device playing a .y4m file built at test time from
+``shared/media/webcam_posed_expressions_4.jpg`` (four posed faces), so the real student page
+captures, scales, JPEG-encodes and streams frames over ``/ws/stream/`` exactly as it does for a
+person, and the real worker finds the four faces that the teacher's board then shows.
+
+Static files: in production a reverse proxy serves ``/static/`` from ``collectstatic``'s output
+(deploy/nginx.conf) and Daphne serves none. The browser contexts here play that proxy: requests
+under ``STATIC_URL`` are answered from Django's staticfiles finders (the same files
+``collectstatic`` would copy); everything else goes to Daphne.
+
+Django's ORM is used only before and after the Playwright block: Playwright's sync API runs an
+event loop in this thread, where Django refuses synchronous database access.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import cv2
+import pytest
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+]
+
+CHROMIUM = "/usr/bin/chromium"
+TEACHER_USERNAME = "browser-teacher"
+TEACHER_PASSWORD = "e2e-Browser-pass-1"
+STUDENT_NAME = "Grace"
+
+#: Seconds to wait for the board to show the four faces (the worker analyses on a busy machine).
+FACES_TIMEOUT_S = 60
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def write_y4m(photo: Path, path: Path, *, size: int = 640, frames: int = 5, fps: int = 10) -> Path:
+    """Write a YUV4MPEG2 (4:2:0, JPEG chroma siting) clip of ``photo`` for Chromium's fake camera.
+
+    Args:
+        photo: Source image.
+        path: Output ``.y4m`` file.
+        size: Side of the square output in pixels (the photo is scaled to ``size`` x ``size``).
+        frames: Number of (identical) frames; Chromium loops the file.
+        fps: Frame rate written in the header.
+
+    Returns:
+        ``path``.
+    """
+    bgr = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+    assert bgr is not None, f"cannot read {photo}"
+    bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
+    i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)  # (size * 3 / 2, size): Y, then U, then V
+    assert i420.shape == (size * 3 // 2, size), i420.shape
+    payload = i420.tobytes()
+    with path.open("wb") as out:
+        out.write(f"YUV4MPEG2 W{size} H{size} F{fps}:1 Ip A1:1 C420jpeg\n".encode("ascii"))
+        for _ in range(frames):
+            out.write(b"FRAME\n")
+            out.write(payload)
+    return path
+
+
+def _static_route_handler(static_url: str):
+    """A Playwright route handler that serves ``STATIC_URL`` from the staticfiles finders."""
+    from django.contrib.staticfiles import finders
+
+    prefix = "/" + static_url.strip("/") + "/"
+
+    def handle(route) -> None:
+        path = unquote(urlsplit(route.request.url).path)
+        found = finders.find(path[len(prefix) :]) if path.startswith(prefix) else None
+        if not found:
+            route.fulfill(status=404, body="not found")
+        else:
+            route.fulfill(path=found)
+
+    return prefix, handle
+
+
+class PageLog:
+    """Uncaught script errors and console errors of one page, for assertions and messages."""
+
+    def __init__(self, page, name: str):
+        self.name = name
+        self.page_errors: list[str] = []
+        self.console_errors: list[str] = []
+        page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
+        page.on(
+            "console",
+            lambda msg: self.console_errors.append(msg.text) if msg.type == "error" else None,
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"[{self.name}] page errors: {self.page_errors}; console errors: {self.console_errors}"
+        )
+
+
+def _text(page, selector: str) -> str:
+    return page.locator(selector).inner_text().strip()
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_camera(tmp_path: Path, webcam_photo: Path) -> Path:
+    """The four posed faces as a .y4m clip for ``--use-file-for-fake-video-capture``."""
+    return write_y4m(webcam_photo, tmp_path / "webcam_posed_expressions_4.y4m")
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    """Debian's Chromium (``deploy/test-services.sh`` installs it); never a downloaded browser."""
+    if not (Path(CHROMIUM).is_file() or shutil.which("chromium")):
+        pytest.fail(
+            f"{CHROMIUM} not found: install Debian's chromium package "
+            "(`deploy/test-services.sh start` does as root)"
+        )
+    return CHROMIUM
+
+
+@pytest.fixture
+def live_session(live_stack):
+    """A teacher (created through the ORM) and a live session of theirs."""
+    from django.contrib.auth import get_user_model
+
+    from classroom import services
+
+    teacher = get_user_model().objects.create_user(
+        username=TEACHER_USERNAME, password=TEACHER_PASSWORD, role="teacher"
+    )
+    session = services.create_session(teacher=teacher, title="Browser class", frame_interval_s=0.5)
+    services.start_session(session, by=teacher)
+    return teacher, session
+
+
+# --- the test -----------------------------------------------------------------------------------
+
+
+def test_teacher_board_and_student_page_in_chromium(
+    live_stack, live_session, fake_camera, chromium_path, tmp_path
+):
+    from django.conf import settings
+    from playwright.sync_api import expect, sync_playwright
+
+    from classroom.models import ClassSession, FrameResult, Participant
+
+    teacher, session = live_session
+    base = live_stack.base_url
+    board_url = f"{base}/sessions/{session.pk}/"
+    code = session.join_code
+    static_prefix, serve_static = _static_route_handler(settings.STATIC_URL)
+    screenshot = tmp_path / "board.png"
+    observed: dict[str, object] = {}
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium_path,
+            headless=True,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-video-capture={fake_camera}",
+            ],
+        )
+        try:
+            teacher_ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
+            student_ctx = browser.new_context(viewport={"width": 1100, "height": 900})
+            for ctx in (teacher_ctx, student_ctx):
+                ctx.set_default_timeout(20_000)
+                ctx.route(re.compile(r"^https?://[^/]+" + re.escape(static_prefix)), serve_static)
+
+            # --- the teacher logs in and opens the live board -------------------------------
+            board = teacher_ctx.new_page()
+            board_log = PageLog(board, "board")
+            board.goto(f"{base}/accounts/login/?next=/sessions/{session.pk}/")
+            board.fill("#id_username", TEACHER_USERNAME)
+            board.fill("#id_password", TEACHER_PASSWORD)
+            with board.expect_navigation():
+                board.get_by_role("button", name="Log in", exact=True).click()
+            assert board.url == board_url, f"login did not land on the board: {board.url}"
+            expect(board.locator("#board")).to_have_attribute("data-status", "live")
+            expect(board.locator("#connection-state")).to_have_text("connected")
+            expect(board.locator(".join-code code")).to_have_text(code)
+            expect(board.locator("#faces-now")).to_have_text("0")
+            assert board.evaluate("() => typeof window.Chart") == "function", (
+                f"Chart.js did not load on the board\n{board_log}"
+            )
+
+            # --- the student joins: consent is required --------------------------------------
+            student = student_ctx.new_page()
+            student_log = PageLog(student, "student")
+            student.goto(f"{base}/join/?code={code}")
+            expect(student.locator("#id_code")).to_have_value(code)
+            student.fill("#id_display_name", STUDENT_NAME)
+            expect(student.locator("#id_consent")).not_to_be_checked()
+            with student.expect_navigation() as nav:
+                student.get_by_role("button", name="Join", exact=True).click()
+            assert nav.value is not None and nav.value.status == 400, nav.value
+            assert urlsplit(student.url).path == "/join/", student.url
+            error = student.locator("[data-join-error]")
+            expect(error).to_have_attribute("data-join-error", "consent_required")
+            expect(error).to_be_visible()
+            expect(student.locator("#id_display_name")).to_have_value(STUDENT_NAME)
+
+            student.check("#id_consent")
+            with student.expect_navigation():
+                student.get_by_role("button", name="Join", exact=True).click()
+            assert urlsplit(student.url).path == "/student/", student.url
+            expect(student.locator("#session-state")).to_have_text(re.compile("live", re.I))
+            expect(student.locator("#frames-sent")).to_have_text("0")
+
+            # --- the student streams the (fake) webcam ---------------------------------------
+            student.click("#start-webcam")
+            expect(student.locator("#connection-state")).to_have_text("connected")
+            expect(student.locator("#analysis-state")).to_have_text(
+                re.compile(r"^Analysis on: sending your webcam")
+            )
+            expect(student.locator("#stop")).to_be_enabled()
+            student.wait_for_function(
+                """() => parseInt(document.getElementById('frames-sent').textContent, 10) >= 3
+                      && parseInt(document.getElementById('frames-acked').textContent, 10) >= 3""",
+                timeout=30_000,
+            )
+            observed["video"] = student.evaluate(
+                """() => { const v = document.getElementById('preview');
+                           return [v.videoWidth, v.videoHeight]; }"""
+            )
+            assert observed["video"][0] > 0, observed
+            sent = int(_text(student, "#frames-sent"))
+            acked = int(_text(student, "#frames-acked"))
+            assert sent > 0 and acked > 0, (sent, acked)
+            assert _text(student, "#frames-rejected") == "0", str(student_log)
+            assert _text(student, "#last-error") == "none", (
+                f"student page error: {_text(student, '#last-error')}\n{student_log}"
+            )
+
+            # --- the board shows the four faces and the expression mix -----------------------
+            try:
+                board.wait_for_function(
+                    "() => document.getElementById('faces-now').textContent.trim() === '4'",
+                    timeout=FACES_TIMEOUT_S * 1000,
+                )
+            except Exception as exc:  # noqa: BLE001 -- re-raised with the stack's logs
+                raise AssertionError(
+                    f"the board did not show 4 faces within {FACES_TIMEOUT_S} s: faces-now="
+                    f"{_text(board, '#faces-now')!r}, frames-analysed="
+                    f"{_text(board, '#frames-analysed')!r}, student sent/acked="
+                    f"{_text(student, '#frames-sent')}/{_text(student, '#frames-acked')}, "
+                    f"video={observed.get('video')}\n{board_log}\n{student_log}\n"
+                    f"{live_stack.logs()}"
+                ) from exc
+            expect(board.locator("#participants")).to_have_text("1")
+            assert int(_text(board, "#frames-analysed")) >= 1
+            assert _text(board, "#lag").endswith("ms"), _text(board, "#lag")
+            mix_chart = board.locator("canvas#mix-chart")
+            expect(mix_chart).to_have_count(1)
+            expect(mix_chart).to_be_visible()
+            assert board.evaluate("() => !!Chart.getChart(document.getElementById('mix-chart'))"), (
+                "no Chart.js chart on #mix-chart"
+            )
+            expect(board.locator("canvas#timeline-chart")).to_have_count(1)
+            expect(board.locator("#mix-list li").first).to_be_visible()
+            expect(board.locator("#mix-empty")).to_be_hidden()
+            observed["mix"] = board.locator("#mix-list").inner_text()
+
+            board.screenshot(path=str(screenshot), full_page=True)
+
+            # --- the teacher ends the session; the student page stops ------------------------
+            with board.expect_navigation():
+                board.locator("#end-form").get_by_role(
+                    "button", name="End session", exact=True
+                ).click()
+            assert urlsplit(board.url).path == f"/sessions/{session.pk}/report/", board.url
+
+            expect(student.locator("#session-state")).to_have_text(
+                "Ended by the teacher", timeout=15_000
+            )
+            expect(student.locator("#last-error")).to_have_text("The session has ended. Thank you!")
+            expect(student.locator("#analysis-state")).to_have_text("Analysis off")
+            expect(student.locator("#start-webcam")).to_be_disabled()
+            expect(student.locator("#stop")).to_be_disabled()
+
+            assert not board_log.page_errors, str(board_log)
+            assert not student_log.page_errors, str(student_log)
+        finally:
+            browser.close()
+
+    # --- after the browser: screenshot and database ----------------------------------------------
+    data = screenshot.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 10_000, (len(data), data[:8])
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width >= 1000 and height >= 600, (width, height)
+
+    assert ClassSession.objects.get(pk=session.pk).status == "ended"
+    participant = Participant.objects.get(session=session)
+    assert participant.display_name == STUDENT_NAME
+    assert participant.consent_given_at is not None
+    results = FrameResult.objects.filter(participant=participant)
+    assert results.filter(face_count=4).exists(), (
+        list(results.values_list("seq", "face_count")),
+        observed,
+    )
