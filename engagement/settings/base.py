@@ -138,6 +138,9 @@ ENGAGEMENT_MAX_FRAME_SIDE = env.int("ENGAGEMENT_MAX_FRAME_SIDE", default=4096)
 ENGAGEMENT_FRAME_TTL_S = env.float("ENGAGEMENT_FRAME_TTL_S", default=10.0)
 # Expression classifier: path of a .keras/.tflite file; empty = the shipped model.
 ENGAGEMENT_CLASSIFIER_PATH = env("ENGAGEMENT_CLASSIFIER_PATH", default="")
+# Load the models in each worker process right after the fork, so the first live frame does not
+# wait (and expire) while TensorFlow/MediaPipe/LiteRT load.
+ENGAGEMENT_WARM_MODELS = env.bool("ENGAGEMENT_WARM_MODELS", default=True)
 # Face detector model: "short" (BlazeFace short range, webcams) or "full" (full range).
 ENGAGEMENT_DETECTOR = env("ENGAGEMENT_DETECTOR", default="full")
 

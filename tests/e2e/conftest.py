@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-E2E_REDIS_DB = 13
+E2E_REDIS_DB = int(os.environ.get("ENGAGEMENT_E2E_REDIS_DB", "13"))
+"""Redis database reserved for the stack (broker + channel layer); flushed at start."""
 
 
 @dataclass
@@ -88,6 +89,7 @@ def live_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> LiveStac
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "ENGAGEMENT_EMBEDDED_WORKER": "false",
+        "ENGAGEMENT_WARM_MODELS": "true",
         "PYTHONUNBUFFERED": "1",
     }
     web_log, worker_log = logs / "web.log", logs / "worker.log"
@@ -118,7 +120,7 @@ def live_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> LiveStac
         )
         # The worker warms its models after the fork; give it time before frames (which expire).
         _wait_for(
-            lambda: "models ready" in worker_log.read_text(errors="replace"),
+            lambda: "models warmed" in worker_log.read_text(errors="replace"),
             180, "the worker to load its models", stack.logs,
         )
         yield stack
