@@ -158,7 +158,10 @@ def test_student_frames_reach_postgres_and_dashboard(live_stack, live_session, w
 
 
 def test_ended_session_rejects_frames(live_stack, live_session, webcam_photo):
+    """A student of an ended session is told so on connect, the socket closes with 4000, and no
+    frame of theirs is analysed."""
     from classroom import services
+    from classroom.models import FrameResult
 
     teacher, session = live_session
     base = live_stack.base_url
@@ -171,20 +174,23 @@ def test_ended_session_rejects_frames(live_stack, live_session, webcam_photo):
     )
     services.end_session(session, by=teacher)
 
-    async def run() -> list[dict]:
-        replies = []
+    async def run() -> tuple[list[dict], int | None]:
+        replies, code = [], None
         async with websockets.connect(
             f"{live_stack.ws_url}/ws/stream/",
             additional_headers={"Origin": base, "Cookie": _cookie_header(client)},
         ) as stream:
-            await stream.send(_packet(1, _jpeg_frames(webcam_photo)))
             try:
+                await stream.send(_packet(1, _jpeg_frames(webcam_photo)))
                 while True:
                     replies.append(json.loads(await asyncio.wait_for(stream.recv(), 5)))
-            except (TimeoutError, websockets.ConnectionClosed):
-                pass
-        return replies
+            except websockets.ConnectionClosed as closed:
+                code = closed.rcvd.code if closed.rcvd else None
+        return replies, code
 
-    replies = asyncio.run(run())
-    errors = [r for r in replies if r.get("type") == "error"]
-    assert errors and errors[0]["code"] == "session_not_live", replies
+    replies, code = asyncio.run(run())
+    assert {"type": "session.ended"} in replies, replies
+    assert code == 4000
+    assert not any(r.get("type") == "ack" for r in replies)
+    time.sleep(1.0)
+    assert not FrameResult.objects.filter(participant__session=session).exists()
