@@ -36,7 +36,15 @@ class ReadOnlyMixin:
 
 @admin.register(User)
 class UserAdmin(StaffCanViewMixin, BaseUserAdmin):
-    list_display = ("username", "email", "role", "is_staff", "is_superuser", "is_active", "date_joined")
+    list_display = (
+        "username",
+        "email",
+        "role",
+        "is_staff",
+        "is_superuser",
+        "is_active",
+        "date_joined",
+    )
     list_filter = ("role", "is_staff", "is_superuser", "is_active")
     fieldsets = (*BaseUserAdmin.fieldsets, ("Role", {"fields": ("role",)}))
     add_fieldsets = (*BaseUserAdmin.add_fieldsets, ("Role", {"fields": ("role",)}))
@@ -116,13 +124,31 @@ class FaceObservationInline(ReadOnlyMixin, admin.TabularInline):
     model = FaceObservation
     extra = 0
     can_delete = False
-    fields = ("index", "label", "confidence", "score", "box_x", "box_y", "box_w", "box_h", "probabilities")
+    fields = (
+        "index",
+        "label",
+        "confidence",
+        "score",
+        "box_x",
+        "box_y",
+        "box_w",
+        "box_h",
+        "probabilities",
+    )
     readonly_fields = fields
 
 
 @admin.register(FrameResult)
 class FrameResultAdmin(StaffCanViewMixin, ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("participant", "seq", "face_count", "width", "height", "received_at", "analysed_at")
+    list_display = (
+        "participant",
+        "seq",
+        "face_count",
+        "width",
+        "height",
+        "received_at",
+        "analysed_at",
+    )
     list_select_related = ("participant",)
     list_filter = ("analysed_at",)
     inlines = [FaceObservationInline]

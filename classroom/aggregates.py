@@ -74,7 +74,10 @@ def latest_per_participant(frames: Iterable[FrameRow]) -> dict[int, FrameRow]:
     latest: dict[int, FrameRow] = {}
     for row in frames:
         current = latest.get(row.participant_id)
-        if current is None or (row.received_at, row.analysed_at) > (current.received_at, current.analysed_at):
+        if current is None or (row.received_at, row.analysed_at) > (
+            current.received_at,
+            current.analysed_at,
+        ):
             latest[row.participant_id] = row
     return latest
 

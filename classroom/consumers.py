@@ -78,7 +78,9 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
             )
             return
         try:
-            accepted = await database_sync_to_async(services.accept_frame)(self.participant_id, bytes_data)
+            accepted = await database_sync_to_async(services.accept_frame)(
+                self.participant_id, bytes_data
+            )
         except services.FrameRejected as exc:
             await self._send_json(events.error_message(exc.seq, exc.code, exc.message))
             return
@@ -151,7 +153,9 @@ class TeacherDashboardConsumer(AsyncJsonWebsocketConsumer):
         try:
             while self._dirty:
                 self._dirty = False
-                snapshot = await database_sync_to_async(selectors.dashboard_snapshot_by_id)(self.session_id)
+                snapshot = await database_sync_to_async(selectors.dashboard_snapshot_by_id)(
+                    self.session_id
+                )
                 if snapshot is None:
                     return
                 await self.send_json(snapshot)

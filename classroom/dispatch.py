@@ -58,5 +58,7 @@ def send_build_report(*, session_id) -> None:
     Args:
         session_id: ``ClassSession.pk`` (UUID or its string).
     """
-    current_app.send_task(BUILD_REPORT_TASK, kwargs={"session_id": str(session_id)}, queue=DEFAULT_QUEUE)
+    current_app.send_task(
+        BUILD_REPORT_TASK, kwargs={"session_id": str(session_id)}, queue=DEFAULT_QUEUE
+    )
     logger.info("queued report for session %s", session_id)

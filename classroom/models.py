@@ -58,7 +58,9 @@ class User(AbstractUser):
     @property
     def is_admin(self) -> bool:
         """Whether the user sees every session: role "admin", staff or superuser."""
-        return bool(self.is_active and (self.is_staff or self.is_superuser or self.role == UserRole.ADMIN))
+        return bool(
+            self.is_active and (self.is_staff or self.is_superuser or self.role == UserRole.ADMIN)
+        )
 
 
 class ClassSession(models.Model):
@@ -69,7 +71,10 @@ class ClassSession(models.Model):
     title = models.CharField(max_length=TITLE_MAX_LENGTH)
     frame_interval_s = models.FloatField(
         default=DEFAULT_FRAME_INTERVAL_S,
-        validators=[MinValueValidator(MIN_FRAME_INTERVAL_S), MaxValueValidator(MAX_FRAME_INTERVAL_S)],
+        validators=[
+            MinValueValidator(MIN_FRAME_INTERVAL_S),
+            MaxValueValidator(MAX_FRAME_INTERVAL_S),
+        ],
         help_text="Seconds between two frames sent by each student (0.2 to 10).",
     )
     join_code = models.CharField(
@@ -91,7 +96,9 @@ class ClassSession(models.Model):
                 name="classroom_session_frame_interval_range",
             ),
             models.CheckConstraint(
-                condition=Q(status=SessionStatus.DRAFT, started_at__isnull=True, ended_at__isnull=True)
+                condition=Q(
+                    status=SessionStatus.DRAFT, started_at__isnull=True, ended_at__isnull=True
+                )
                 | Q(status=SessionStatus.LIVE, started_at__isnull=False, ended_at__isnull=True)
                 | Q(status=SessionStatus.ENDED, ended_at__isnull=False),
                 name="classroom_session_status_timestamps",
@@ -146,7 +153,9 @@ class Participant(models.Model):
 class FrameResult(models.Model):
     """The analysis of one frame: counts, sizes and timings only, never pixels."""
 
-    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="frame_results")
+    participant = models.ForeignKey(
+        Participant, on_delete=models.CASCADE, related_name="frame_results"
+    )
     seq = models.PositiveBigIntegerField(help_text="Client frame counter (uint32).")
     captured_at = models.DateTimeField(null=True, blank=True, help_text="Client clock.")
     received_at = models.DateTimeField(help_text="Server clock, when the frame arrived.")
@@ -159,9 +168,13 @@ class FrameResult(models.Model):
     class Meta:
         ordering = ["received_at", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["participant", "seq"], name="classroom_frame_result_unique_seq"),
+            models.UniqueConstraint(
+                fields=["participant", "seq"], name="classroom_frame_result_unique_seq"
+            ),
         ]
-        indexes = [models.Index(fields=["participant", "received_at"], name="classroom_fr_part_recv")]
+        indexes = [
+            models.Index(fields=["participant", "received_at"], name="classroom_fr_part_recv")
+        ]
 
     def __str__(self) -> str:
         return f"frame {self.seq} of participant {self.participant_id}: {self.face_count} face(s)"
@@ -176,7 +189,9 @@ class FaceObservation(models.Model):
     """One face found in a frame: normalised box and expression probabilities, no pixels."""
 
     frame = models.ForeignKey(FrameResult, on_delete=models.CASCADE, related_name="faces")
-    index = models.PositiveSmallIntegerField(help_text="Position of the face in the frame's result.")
+    index = models.PositiveSmallIntegerField(
+        help_text="Position of the face in the frame's result."
+    )
     box_x = models.FloatField(help_text="Left edge, fraction of frame width (0..1).")
     box_y = models.FloatField(help_text="Top edge, fraction of frame height (0..1).")
     box_w = models.FloatField(help_text="Width, fraction of frame width (0..1).")
@@ -196,13 +211,16 @@ class FaceObservation(models.Model):
                 name="classroom_face_box_normalised",
             ),
             models.CheckConstraint(
-                condition=Q(confidence__gte=0, confidence__lte=1), name="classroom_face_confidence_range"
+                condition=Q(confidence__gte=0, confidence__lte=1),
+                name="classroom_face_confidence_range",
             ),
             models.CheckConstraint(
                 condition=Q(score__isnull=True) | Q(score__gte=0, score__lte=1),
                 name="classroom_face_score_range",
             ),
-            models.CheckConstraint(condition=Q(label__in=Expression.values), name="classroom_face_label_valid"),
+            models.CheckConstraint(
+                condition=Q(label__in=Expression.values), name="classroom_face_label_valid"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -92,7 +92,9 @@ def _group_send(group: str, message: dict) -> None:
         task.add_done_callback(_pending.discard)
         task.add_done_callback(_log_failure)
     elif loop is not None:
-        asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop).add_done_callback(_log_failure)
+        asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop).add_done_callback(
+            _log_failure
+        )
     else:
         async_to_sync(layer.group_send)(group, message)
 
@@ -104,12 +106,16 @@ def broadcast(session) -> None:
         session: a ``ClassSession`` or its primary key.
     """
     session_id = getattr(session, "pk", session)
-    _group_send(session_group(session_id), {"type": events.SESSION_UPDATE, "session": str(session_id)})
+    _group_send(
+        session_group(session_id), {"type": events.SESSION_UPDATE, "session": str(session_id)}
+    )
 
 
 def notify_frame_result(participant_id: int, seq: int, faces: int) -> None:
     """Tell a student's socket that one of its frames was analysed (event ``frame.result``)."""
-    _group_send(participant_group(participant_id), {"type": events.FRAME_RESULT, "seq": seq, "faces": faces})
+    _group_send(
+        participant_group(participant_id), {"type": events.FRAME_RESULT, "seq": seq, "faces": faces}
+    )
 
 
 def notify_session_ended(participant_ids: Iterable[int]) -> None:

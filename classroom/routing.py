@@ -6,5 +6,7 @@ from classroom.consumers import StudentStreamConsumer, TeacherDashboardConsumer
 
 websocket_urlpatterns = [
     path("ws/stream/", StudentStreamConsumer.as_asgi(), name="ws_stream"),
-    path("ws/dashboard/<uuid:session_id>/", TeacherDashboardConsumer.as_asgi(), name="ws_dashboard"),
+    path(
+        "ws/dashboard/<uuid:session_id>/", TeacherDashboardConsumer.as_asgi(), name="ws_dashboard"
+    ),
 ]

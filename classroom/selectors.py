@@ -84,7 +84,9 @@ def _face_rows(session: ClassSession) -> list[tuple[int, FaceRow]]:
     rows = FaceObservation.objects.filter(frame__participant__session=session).values_list(
         "frame__participant_id", "frame__received_at", "label"
     )
-    return [(participant_id, FaceRow(received_at, label)) for participant_id, received_at, label in rows]
+    return [
+        (participant_id, FaceRow(received_at, label)) for participant_id, received_at, label in rows
+    ]
 
 
 def _timeline_end(session: ClassSession, now: datetime) -> datetime:
@@ -112,7 +114,12 @@ def dashboard_snapshot(session: ClassSession, *, now: datetime | None = None) ->
     faces_now, participants_now = aggregates.live_counts(frames, now, LIVE_WINDOW_S)
     if session.started_at is not None:
         points = aggregates.timeline(
-            frames, faces, session.started_at, _timeline_end(session, now), TIMELINE_BUCKET_S, EXPRESSIONS
+            frames,
+            faces,
+            session.started_at,
+            _timeline_end(session, now),
+            TIMELINE_BUCKET_S,
+            EXPRESSIONS,
         )
     else:
         points = []
@@ -206,7 +213,12 @@ def session_report(session: ClassSession, *, now: datetime | None = None) -> dic
     total_faces = sum(row.face_count for row in frames)
     if session.started_at is not None:
         points = aggregates.timeline(
-            frames, faces, session.started_at, _timeline_end(session, now), TIMELINE_BUCKET_S, EXPRESSIONS
+            frames,
+            faces,
+            session.started_at,
+            _timeline_end(session, now),
+            TIMELINE_BUCKET_S,
+            EXPRESSIONS,
         )
         duration = (_timeline_end(session, now) - session.started_at).total_seconds()
     else:

@@ -203,7 +203,9 @@ def create_session(*, teacher, title: str, frame_interval_s: float = 1.0) -> Cla
         raise PermissionDenied("Sign in to create a session.")
     title = " ".join(str(title or "").split())
     if not title or len(title) > TITLE_MAX_LENGTH:
-        raise ValidationError(f"Title must be 1 to {TITLE_MAX_LENGTH} characters.", code="bad_title")
+        raise ValidationError(
+            f"Title must be 1 to {TITLE_MAX_LENGTH} characters.", code="bad_title"
+        )
     try:
         interval = float(frame_interval_s)
     except (TypeError, ValueError):
@@ -377,7 +379,9 @@ def _check_decodable(image: bytes, max_side: int) -> tuple[int, int]:
     return width, height
 
 
-def _validate_frame(participant: Participant, data: bytes, seq: int | None) -> tuple[events.FrameHeader, bytes]:
+def _validate_frame(
+    participant: Participant, data: bytes, seq: int | None
+) -> tuple[events.FrameHeader, bytes]:
     session = participant.session
     if session.status != SessionStatus.LIVE:
         raise FrameRejected(
@@ -565,8 +569,13 @@ def record_frame_result(
         return None
     session = participant.session
     if session.status != SessionStatus.LIVE:
-        logger.info("result for frame %s of participant %s dropped: session %s is %s",
-                    seq, participant_id, session.pk, session.status)
+        logger.info(
+            "result for frame %s of participant %s dropped: session %s is %s",
+            seq,
+            participant_id,
+            session.pk,
+            session.status,
+        )
         return None
     if not isinstance(result, dict):
         raise ValueError("result must be a dict")
@@ -606,7 +615,11 @@ def record_frame_result(
             )
     except IntegrityError:
         if FrameResult.objects.filter(participant=participant, seq=seq).exists():
-            logger.info("duplicate result for frame %s of participant %s ignored (race)", seq, participant_id)
+            logger.info(
+                "duplicate result for frame %s of participant %s ignored (race)",
+                seq,
+                participant_id,
+            )
             return None
         raise
     return frame

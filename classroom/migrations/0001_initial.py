@@ -14,170 +14,458 @@ import classroom.models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
+        ("auth", "0012_alter_user_first_name_max_length"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='FrameResult',
+            name="FrameResult",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.PositiveBigIntegerField(help_text='Client frame counter (uint32).')),
-                ('captured_at', models.DateTimeField(blank=True, help_text='Client clock.', null=True)),
-                ('received_at', models.DateTimeField(help_text='Server clock, when the frame arrived.')),
-                ('analysed_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('face_count', models.PositiveSmallIntegerField(default=0)),
-                ('width', models.PositiveIntegerField(help_text='Decoded frame width, pixels.')),
-                ('height', models.PositiveIntegerField(help_text='Decoded frame height, pixels.')),
-                ('timings_ms', models.JSONField(blank=True, default=dict, help_text='Per-stage timings, ms.')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("seq", models.PositiveBigIntegerField(help_text="Client frame counter (uint32).")),
+                (
+                    "captured_at",
+                    models.DateTimeField(blank=True, help_text="Client clock.", null=True),
+                ),
+                (
+                    "received_at",
+                    models.DateTimeField(help_text="Server clock, when the frame arrived."),
+                ),
+                ("analysed_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("face_count", models.PositiveSmallIntegerField(default=0)),
+                ("width", models.PositiveIntegerField(help_text="Decoded frame width, pixels.")),
+                ("height", models.PositiveIntegerField(help_text="Decoded frame height, pixels.")),
+                (
+                    "timings_ms",
+                    models.JSONField(blank=True, default=dict, help_text="Per-stage timings, ms."),
+                ),
             ],
             options={
-                'ordering': ['received_at', 'id'],
+                "ordering": ["received_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='User',
+            name="User",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('password', models.CharField(max_length=128, verbose_name='password')),
-                ('last_login', models.DateTimeField(blank=True, null=True, verbose_name='last login')),
-                ('is_superuser', models.BooleanField(default=False, help_text='Designates that this user has all permissions without explicitly assigning them.', verbose_name='superuser status')),
-                ('username', models.CharField(error_messages={'unique': 'A user with that username already exists.'}, help_text='Required. 150 characters or fewer. Letters, digits and @/./+/-/_ only.', max_length=150, unique=True, validators=[django.contrib.auth.validators.UnicodeUsernameValidator()], verbose_name='username')),
-                ('first_name', models.CharField(blank=True, max_length=150, verbose_name='first name')),
-                ('last_name', models.CharField(blank=True, max_length=150, verbose_name='last name')),
-                ('email', models.EmailField(blank=True, max_length=254, verbose_name='email address')),
-                ('is_staff', models.BooleanField(default=False, help_text='Designates whether the user can log into this admin site.', verbose_name='staff status')),
-                ('is_active', models.BooleanField(default=True, help_text='Designates whether this user should be treated as active. Unselect this instead of deleting accounts.', verbose_name='active')),
-                ('date_joined', models.DateTimeField(default=django.utils.timezone.now, verbose_name='date joined')),
-                ('role', models.CharField(choices=[('teacher', 'Teacher'), ('admin', 'Admin')], default='teacher', max_length=16)),
-                ('groups', models.ManyToManyField(blank=True, help_text='The groups this user belongs to. A user will get all permissions granted to each of their groups.', related_name='user_set', related_query_name='user', to='auth.group', verbose_name='groups')),
-                ('user_permissions', models.ManyToManyField(blank=True, help_text='Specific permissions for this user.', related_name='user_set', related_query_name='user', to='auth.permission', verbose_name='user permissions')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("password", models.CharField(max_length=128, verbose_name="password")),
+                (
+                    "last_login",
+                    models.DateTimeField(blank=True, null=True, verbose_name="last login"),
+                ),
+                (
+                    "is_superuser",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Designates that this user has all permissions without explicitly assigning them.",
+                        verbose_name="superuser status",
+                    ),
+                ),
+                (
+                    "username",
+                    models.CharField(
+                        error_messages={"unique": "A user with that username already exists."},
+                        help_text="Required. 150 characters or fewer. Letters, digits and @/./+/-/_ only.",
+                        max_length=150,
+                        unique=True,
+                        validators=[django.contrib.auth.validators.UnicodeUsernameValidator()],
+                        verbose_name="username",
+                    ),
+                ),
+                (
+                    "first_name",
+                    models.CharField(blank=True, max_length=150, verbose_name="first name"),
+                ),
+                (
+                    "last_name",
+                    models.CharField(blank=True, max_length=150, verbose_name="last name"),
+                ),
+                (
+                    "email",
+                    models.EmailField(blank=True, max_length=254, verbose_name="email address"),
+                ),
+                (
+                    "is_staff",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Designates whether the user can log into this admin site.",
+                        verbose_name="staff status",
+                    ),
+                ),
+                (
+                    "is_active",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Designates whether this user should be treated as active. Unselect this instead of deleting accounts.",
+                        verbose_name="active",
+                    ),
+                ),
+                (
+                    "date_joined",
+                    models.DateTimeField(
+                        default=django.utils.timezone.now, verbose_name="date joined"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("teacher", "Teacher"), ("admin", "Admin")],
+                        default="teacher",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "groups",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="The groups this user belongs to. A user will get all permissions granted to each of their groups.",
+                        related_name="user_set",
+                        related_query_name="user",
+                        to="auth.group",
+                        verbose_name="groups",
+                    ),
+                ),
+                (
+                    "user_permissions",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="Specific permissions for this user.",
+                        related_name="user_set",
+                        related_query_name="user",
+                        to="auth.permission",
+                        verbose_name="user permissions",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'user',
-                'verbose_name_plural': 'users',
-                'abstract': False,
-                'swappable': 'AUTH_USER_MODEL',
+                "verbose_name": "user",
+                "verbose_name_plural": "users",
+                "abstract": False,
+                "swappable": "AUTH_USER_MODEL",
             },
             managers=[
-                ('objects', django.contrib.auth.models.UserManager()),
+                ("objects", django.contrib.auth.models.UserManager()),
             ],
         ),
         migrations.CreateModel(
-            name='ClassSession',
+            name="ClassSession",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('title', models.CharField(max_length=200)),
-                ('frame_interval_s', models.FloatField(default=1.0, help_text='Seconds between two frames sent by each student (0.2 to 10).', validators=[django.core.validators.MinValueValidator(0.2), django.core.validators.MaxValueValidator(10.0)])),
-                ('join_code', models.CharField(default=classroom.models.generate_join_code, editable=False, max_length=6, unique=True)),
-                ('status', models.CharField(choices=[('draft', 'Draft'), ('live', 'Live'), ('ended', 'Ended')], db_index=True, default='draft', max_length=8)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('ended_at', models.DateTimeField(blank=True, null=True)),
-                ('teacher', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='class_sessions', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.UUIDField(
+                        default=uuid.uuid4, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("title", models.CharField(max_length=200)),
+                (
+                    "frame_interval_s",
+                    models.FloatField(
+                        default=1.0,
+                        help_text="Seconds between two frames sent by each student (0.2 to 10).",
+                        validators=[
+                            django.core.validators.MinValueValidator(0.2),
+                            django.core.validators.MaxValueValidator(10.0),
+                        ],
+                    ),
+                ),
+                (
+                    "join_code",
+                    models.CharField(
+                        default=classroom.models.generate_join_code,
+                        editable=False,
+                        max_length=6,
+                        unique=True,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("draft", "Draft"), ("live", "Live"), ("ended", "Ended")],
+                        db_index=True,
+                        default="draft",
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
+                ),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("ended_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "teacher",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="class_sessions",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='FaceObservation',
+            name="FaceObservation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('index', models.PositiveSmallIntegerField(help_text="Position of the face in the frame's result.")),
-                ('box_x', models.FloatField(help_text='Left edge, fraction of frame width (0..1).')),
-                ('box_y', models.FloatField(help_text='Top edge, fraction of frame height (0..1).')),
-                ('box_w', models.FloatField(help_text='Width, fraction of frame width (0..1).')),
-                ('box_h', models.FloatField(help_text='Height, fraction of frame height (0..1).')),
-                ('score', models.FloatField(blank=True, help_text='Detector confidence (0..1).', null=True)),
-                ('label', models.CharField(choices=[('angry', 'Angry'), ('disgust', 'Disgust'), ('fear', 'Fear'), ('happy', 'Happy'), ('sad', 'Sad'), ('surprise', 'Surprise'), ('neutral', 'Neutral')], max_length=16)),
-                ('confidence', models.FloatField(help_text='Probability of the label (0..1).')),
-                ('probabilities', models.JSONField(help_text='7 probabilities, FER2013 order, summing to 1.')),
-                ('frame', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='faces', to='classroom.frameresult')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "index",
+                    models.PositiveSmallIntegerField(
+                        help_text="Position of the face in the frame's result."
+                    ),
+                ),
+                (
+                    "box_x",
+                    models.FloatField(help_text="Left edge, fraction of frame width (0..1)."),
+                ),
+                (
+                    "box_y",
+                    models.FloatField(help_text="Top edge, fraction of frame height (0..1)."),
+                ),
+                ("box_w", models.FloatField(help_text="Width, fraction of frame width (0..1).")),
+                ("box_h", models.FloatField(help_text="Height, fraction of frame height (0..1).")),
+                (
+                    "score",
+                    models.FloatField(
+                        blank=True, help_text="Detector confidence (0..1).", null=True
+                    ),
+                ),
+                (
+                    "label",
+                    models.CharField(
+                        choices=[
+                            ("angry", "Angry"),
+                            ("disgust", "Disgust"),
+                            ("fear", "Fear"),
+                            ("happy", "Happy"),
+                            ("sad", "Sad"),
+                            ("surprise", "Surprise"),
+                            ("neutral", "Neutral"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("confidence", models.FloatField(help_text="Probability of the label (0..1).")),
+                (
+                    "probabilities",
+                    models.JSONField(help_text="7 probabilities, FER2013 order, summing to 1."),
+                ),
+                (
+                    "frame",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="faces",
+                        to="classroom.frameresult",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['frame', 'index'],
+                "ordering": ["frame", "index"],
             },
         ),
         migrations.CreateModel(
-            name='Participant',
+            name="Participant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('display_name', models.CharField(max_length=40)),
-                ('consent_given_at', models.DateTimeField(help_text='When the student ticked the consent box (required to join).')),
-                ('joined_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_seen_at', models.DateTimeField(blank=True, null=True)),
-                ('frames_received', models.PositiveIntegerField(default=0, help_text='Binary frame messages received (accepted and rejected).')),
-                ('frames_rejected', models.PositiveIntegerField(default=0, help_text='Frame messages rejected at intake (a subset of frames_received).')),
-                ('session', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='participants', to='classroom.classsession')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("display_name", models.CharField(max_length=40)),
+                (
+                    "consent_given_at",
+                    models.DateTimeField(
+                        help_text="When the student ticked the consent box (required to join)."
+                    ),
+                ),
+                ("joined_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("last_seen_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "frames_received",
+                    models.PositiveIntegerField(
+                        default=0,
+                        help_text="Binary frame messages received (accepted and rejected).",
+                    ),
+                ),
+                (
+                    "frames_rejected",
+                    models.PositiveIntegerField(
+                        default=0,
+                        help_text="Frame messages rejected at intake (a subset of frames_received).",
+                    ),
+                ),
+                (
+                    "session",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="participants",
+                        to="classroom.classsession",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['joined_at', 'id'],
+                "ordering": ["joined_at", "id"],
             },
         ),
         migrations.AddField(
-            model_name='frameresult',
-            name='participant',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='frame_results', to='classroom.participant'),
+            model_name="frameresult",
+            name="participant",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="frame_results",
+                to="classroom.participant",
+            ),
         ),
         migrations.CreateModel(
-            name='SessionReport',
+            name="SessionReport",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('built_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('summary', models.JSONField(help_text='classroom.selectors.session_report() output.')),
-                ('session', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='report', to='classroom.classsession')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("built_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "summary",
+                    models.JSONField(help_text="classroom.selectors.session_report() output."),
+                ),
+                (
+                    "session",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="report",
+                        to="classroom.classsession",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-built_at'],
+                "ordering": ["-built_at"],
             },
         ),
         migrations.AddConstraint(
-            model_name='user',
-            constraint=models.CheckConstraint(condition=models.Q(('role__in', ['teacher', 'admin'])), name='classroom_user_role_valid'),
+            model_name="user",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("role__in", ["teacher", "admin"])),
+                name="classroom_user_role_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='classsession',
-            constraint=models.CheckConstraint(condition=models.Q(('frame_interval_s__gte', 0.2), ('frame_interval_s__lte', 10.0)), name='classroom_session_frame_interval_range'),
+            model_name="classsession",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("frame_interval_s__gte", 0.2), ("frame_interval_s__lte", 10.0)),
+                name="classroom_session_frame_interval_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='classsession',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('ended_at__isnull', True), ('started_at__isnull', True), ('status', 'draft')), models.Q(('ended_at__isnull', True), ('started_at__isnull', False), ('status', 'live')), models.Q(('ended_at__isnull', False), ('status', 'ended')), _connector='OR'), name='classroom_session_status_timestamps'),
+            model_name="classsession",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("ended_at__isnull", True),
+                        ("started_at__isnull", True),
+                        ("status", "draft"),
+                    ),
+                    models.Q(
+                        ("ended_at__isnull", True),
+                        ("started_at__isnull", False),
+                        ("status", "live"),
+                    ),
+                    models.Q(("ended_at__isnull", False), ("status", "ended")),
+                    _connector="OR",
+                ),
+                name="classroom_session_status_timestamps",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='faceobservation',
-            constraint=models.UniqueConstraint(fields=('frame', 'index'), name='classroom_face_unique_index'),
+            model_name="faceobservation",
+            constraint=models.UniqueConstraint(
+                fields=("frame", "index"), name="classroom_face_unique_index"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='faceobservation',
-            constraint=models.CheckConstraint(condition=models.Q(('box_x__gte', 0), ('box_x__lte', 1), ('box_y__gte', 0), ('box_y__lte', 1), ('box_h__gte', 0), ('box_h__lte', 1), ('box_w__gte', 0), ('box_w__lte', 1)), name='classroom_face_box_normalised'),
+            model_name="faceobservation",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("box_x__gte", 0),
+                    ("box_x__lte", 1),
+                    ("box_y__gte", 0),
+                    ("box_y__lte", 1),
+                    ("box_h__gte", 0),
+                    ("box_h__lte", 1),
+                    ("box_w__gte", 0),
+                    ("box_w__lte", 1),
+                ),
+                name="classroom_face_box_normalised",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='faceobservation',
-            constraint=models.CheckConstraint(condition=models.Q(('confidence__gte', 0), ('confidence__lte', 1)), name='classroom_face_confidence_range'),
+            model_name="faceobservation",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("confidence__gte", 0), ("confidence__lte", 1)),
+                name="classroom_face_confidence_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='faceobservation',
-            constraint=models.CheckConstraint(condition=models.Q(('score__isnull', True), models.Q(('score__gte', 0), ('score__lte', 1)), _connector='OR'), name='classroom_face_score_range'),
+            model_name="faceobservation",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("score__isnull", True),
+                    models.Q(("score__gte", 0), ("score__lte", 1)),
+                    _connector="OR",
+                ),
+                name="classroom_face_score_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='faceobservation',
-            constraint=models.CheckConstraint(condition=models.Q(('label__in', ['angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral'])), name='classroom_face_label_valid'),
+            model_name="faceobservation",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "label__in",
+                        ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"],
+                    )
+                ),
+                name="classroom_face_label_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='participant',
-            constraint=models.CheckConstraint(condition=models.Q(('frames_rejected__lte', models.F('frames_received'))), name='classroom_participant_rejected_le_received'),
+            model_name="participant",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("frames_rejected__lte", models.F("frames_received"))),
+                name="classroom_participant_rejected_le_received",
+            ),
         ),
         migrations.AddIndex(
-            model_name='frameresult',
-            index=models.Index(fields=['participant', 'received_at'], name='classroom_fr_part_recv'),
+            model_name="frameresult",
+            index=models.Index(
+                fields=["participant", "received_at"], name="classroom_fr_part_recv"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='frameresult',
-            constraint=models.UniqueConstraint(fields=('participant', 'seq'), name='classroom_frame_result_unique_seq'),
+            model_name="frameresult",
+            constraint=models.UniqueConstraint(
+                fields=("participant", "seq"), name="classroom_frame_result_unique_seq"
+            ),
         ),
     ]

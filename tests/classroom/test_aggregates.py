@@ -37,7 +37,9 @@ def test_expression_mix_shares_in_fer_order_sum_to_one():
 
 def test_expression_mix_without_order_lists_observed_labels():
     assert aggregates.expression_mix(["sad", "happy", "sad", "bored"], ("happy",)) == {
-        "happy": 0.25, "sad": 0.5, "bored": 0.25
+        "happy": 0.25,
+        "sad": 0.5,
+        "bored": 0.25,
     }
     assert aggregates.expression_mix(["sad"]) == {"sad": 1.0}
 
@@ -123,7 +125,9 @@ def test_timeline_buckets_fill_gaps_and_average_faces_per_participant():
 
 def test_timeline_ignores_rows_outside_and_handles_empty_ranges():
     assert aggregates.timeline([], [], start=at(10), end=at(5), bucket_s=5) == []
-    points = aggregates.timeline([frame(1, -1, 3), frame(1, 30, 3)], [], start=T0, end=at(4.9), bucket_s=5)
+    points = aggregates.timeline(
+        [frame(1, -1, 3), frame(1, 30, 3)], [], start=T0, end=at(4.9), bucket_s=5
+    )
     assert points == [{"t": T0.isoformat(), "faces": 0, "mix": {}}]
 
 

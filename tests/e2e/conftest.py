@@ -73,9 +73,7 @@ def live_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> LiveStac
         pytest.fail("end-to-end tests need Redis: set REDIS_URL=redis://... (`make test` sets it)")
 
     db = connection.settings_dict
-    database_url = (
-        f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    )
+    database_url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
     redis_url = re.sub(r"/\d*$", "", settings.REDIS_URL.rstrip("/")) + f"/{E2E_REDIS_DB}"
     import redis
 
@@ -94,19 +92,51 @@ def live_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> LiveStac
     }
     web_log, worker_log = logs / "web.log", logs / "worker.log"
     web = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "engagement.asgi:application"],
-        cwd=REPO_ROOT, env=env, stdout=web_log.open("w"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "engagement.asgi:application",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=web_log.open("w"),
+        stderr=subprocess.STDOUT,
     )
     worker = subprocess.Popen(
         [
-            sys.executable, "-m", "celery", "-A", "inference_worker", "worker",
-            "-Q", "inference,default", "-c", "1", "-P", "prefork",
-            "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "inference_worker",
+            "worker",
+            "-Q",
+            "inference,default",
+            "-c",
+            "1",
+            "-P",
+            "prefork",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "INFO",
         ],
-        cwd=REPO_ROOT, env=env, stdout=worker_log.open("w"), stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=worker_log.open("w"),
+        stderr=subprocess.STDOUT,
     )
-    stack = LiveStack(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", env, web_log, worker_log)
+    stack = LiveStack(
+        f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", env, web_log, worker_log
+    )
     try:
+
         def web_up() -> bool:
             assert web.poll() is None, f"daphne exited\n{stack.logs()}"
             with socket.socket() as s:
@@ -114,14 +144,20 @@ def live_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> LiveStac
 
         _wait_for(web_up, 60, "Daphne to listen", stack.logs)
         _wait_for(
-            lambda: (worker.poll() is None or pytest.fail(f"worker exited\n{stack.logs()}"))
-            and "ready." in worker_log.read_text(errors="replace"),
-            180, "the Celery worker to be ready", stack.logs,
+            lambda: (
+                (worker.poll() is None or pytest.fail(f"worker exited\n{stack.logs()}"))
+                and "ready." in worker_log.read_text(errors="replace")
+            ),
+            180,
+            "the Celery worker to be ready",
+            stack.logs,
         )
         # The worker warms its models after the fork; give it time before frames (which expire).
         _wait_for(
             lambda: "models warmed" in worker_log.read_text(errors="replace"),
-            180, "the worker to load its models", stack.logs,
+            180,
+            "the worker to load its models",
+            stack.logs,
         )
         yield stack
     finally:

@@ -72,7 +72,11 @@ def test_student_frames_reach_postgres_and_dashboard(live_stack, live_session, w
     token = _csrf(teacher_http, "/accounts/login/")
     resp = teacher_http.post(
         "/accounts/login/",
-        data={"username": teacher.username, "password": TEACHER_PASSWORD, "csrfmiddlewaretoken": token},
+        data={
+            "username": teacher.username,
+            "password": TEACHER_PASSWORD,
+            "csrfmiddlewaretoken": token,
+        },
         headers={"Referer": f"{base}/accounts/login/"},
     )
     assert resp.status_code == 200 and "sessionid" in teacher_http.cookies, resp.text[:500]
@@ -100,14 +104,17 @@ def test_student_frames_reach_postgres_and_dashboard(live_stack, live_session, w
 
     async def run() -> tuple[list[dict], list[dict]]:
         acks, updates = [], []
-        async with websockets.connect(
-            f"{ws_base}/ws/dashboard/{session.pk}/",
-            additional_headers={**headers, "Cookie": _cookie_header(teacher_http)},
-        ) as board, websockets.connect(
-            f"{ws_base}/ws/stream/",
-            additional_headers={**headers, "Cookie": _cookie_header(student_http)},
-            max_size=2**22,
-        ) as stream:
+        async with (
+            websockets.connect(
+                f"{ws_base}/ws/dashboard/{session.pk}/",
+                additional_headers={**headers, "Cookie": _cookie_header(teacher_http)},
+            ) as board,
+            websockets.connect(
+                f"{ws_base}/ws/stream/",
+                additional_headers={**headers, "Cookie": _cookie_header(student_http)},
+                max_size=2**22,
+            ) as stream,
+        ):
             for seq in range(1, n_frames + 1):
                 await stream.send(_packet(seq, jpeg))
                 while True:
@@ -150,7 +157,11 @@ def test_student_frames_reach_postgres_and_dashboard(live_stack, live_session, w
         assert abs(sum(face.probabilities) - 1.0) < 1e-3
     # Privacy: no column of any result table can hold pixels.
     for model in (FrameResult, FaceObservation):
-        kinds = {f.get_internal_type() for f in model._meta.get_fields() if hasattr(f, "get_internal_type")}
+        kinds = {
+            f.get_internal_type()
+            for f in model._meta.get_fields()
+            if hasattr(f, "get_internal_type")
+        }
         assert "BinaryField" not in kinds and "FileField" not in kinds and "ImageField" not in kinds
     # ...and the frame payload never reached the worker's log.
     log = live_stack.worker_log.read_text(errors="replace")
@@ -169,7 +180,12 @@ def test_ended_session_rejects_frames(live_stack, live_session, webcam_photo):
     token = _csrf(client, "/join/")
     client.post(
         "/join/",
-        data={"code": session.join_code, "display_name": "Bob", "consent": "on", "csrfmiddlewaretoken": token},
+        data={
+            "code": session.join_code,
+            "display_name": "Bob",
+            "consent": "on",
+            "csrfmiddlewaretoken": token,
+        },
         headers={"Referer": f"{base}/join/"},
     )
     services.end_session(session, by=teacher)

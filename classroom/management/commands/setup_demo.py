@@ -16,10 +16,14 @@ class Command(BaseCommand):
     help = "Create (or reset) the demo teacher and start a new live demo session; print the login and join code."
 
     def add_arguments(self, parser):
-        parser.add_argument("--url", default="http://127.0.0.1:8000", help="public base URL of the server")
+        parser.add_argument(
+            "--url", default="http://127.0.0.1:8000", help="public base URL of the server"
+        )
         parser.add_argument("--username", default="teacher")
         parser.add_argument(
-            "--password", default=None, help="demo teacher's password (default: a new random one each run)"
+            "--password",
+            default=None,
+            help="demo teacher's password (default: a new random one each run)",
         )
         parser.add_argument("--title", default="Demo class")
         parser.add_argument("--interval", type=float, default=1.0, help="frame interval in seconds")
@@ -28,7 +32,9 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         User = get_user_model()
         password = opts["password"] or secrets.token_urlsafe(9)
-        teacher, _ = User.objects.get_or_create(username=opts["username"], defaults={"role": "teacher"})
+        teacher, _ = User.objects.get_or_create(
+            username=opts["username"], defaults={"role": "teacher"}
+        )
         teacher.role = "teacher"
         teacher.set_password(password)
         teacher.save()
