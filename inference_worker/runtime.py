@@ -59,6 +59,7 @@ _TRUE = {"1", "true", "yes", "on"}
 
 _lock = threading.RLock()
 _detectors: dict[str, FaceDetector] = {}
+_tiled: dict[str, FaceDetector] = {}
 _classifiers: dict[str | None, ExpressionModel] = {}
 
 
@@ -67,6 +68,7 @@ def _reset_after_fork() -> None:
     global _lock
     _lock = threading.RLock()
     _detectors.clear()
+    _tiled.clear()
     _classifiers.clear()
 
 
@@ -178,28 +180,49 @@ def detector_kind(kind: str | None = None) -> str:
     return value
 
 
-def get_detector(kind: str | None = None) -> FaceDetector:
-    """The process's face detector, loaded on first use.
+def get_detector(kind: str | None = None, *, source: str | None = None) -> FaceDetector:
+    """The process's face detector for a source, loaded on first use.
 
     Args:
         kind: ``"full"`` or ``"short"``; ``None`` reads ``ENGAGEMENT_DETECTOR`` (default full).
+        source: ``"webcam"`` (``None``, the default: one whole-frame pass, what live frames
+            use), ``"screen"`` (a video-call gallery: + 2x2 tiles) or ``"room"`` (a classroom
+            camera: + finer tiles, lower threshold, verification); see
+            :data:`inference_worker.detection.SOURCE_SETTINGS`.
 
     Returns:
-        A :class:`MediaPipeFaceDetector`, the same object for every call with the same kind in
-        this process.
+        For ``webcam``: a :class:`MediaPipeFaceDetector`. Otherwise a
+        :class:`~inference_worker.detection.TiledFaceDetector` around one (built with the
+        source's ``detector_min_confidence``). The same object for every call with the same
+        kind and source in this process.
 
     Raises:
         django.core.exceptions.ImproperlyConfigured: unknown kind.
+        ValueError: unknown source.
         FileNotFoundError: the shipped model file is missing.
     """
+    from inference_worker.detection import DEFAULT_SOURCE, TiledFaceDetector, source_settings
+
     kind = detector_kind(kind)
+    settings = source_settings(source)
+    name = (source or DEFAULT_SOURCE).strip().lower()
+    confidence = settings.detector_min_confidence
     with _lock:
-        detector = _detectors.get(kind)
+        base_key = kind if confidence is None else f"{kind}@{confidence:g}"
+        detector = _detectors.get(base_key)
         if detector is None:
-            detector = MediaPipeFaceDetector(DETECTOR_MODELS[kind])
-            _detectors[kind] = detector
+            options = {} if confidence is None else {"min_confidence": confidence}
+            detector = MediaPipeFaceDetector(DETECTOR_MODELS[kind], **options)
+            _detectors[base_key] = detector
             logger.info("loaded face detector %s (pid %d)", detector, os.getpid())
-        return detector
+        if not settings.grids and settings.whole_frame and confidence is None:
+            return detector  # webcam: the plain detector, one pass
+        key = f"{kind}/{name}"
+        tiled = _tiled.get(key)
+        if tiled is None:
+            tiled = TiledFaceDetector(detector, settings)
+            _tiled[key] = tiled
+        return tiled
 
 
 def classifier_path(path: str | os.PathLike | None = None) -> str | None:
@@ -292,6 +315,7 @@ def clear() -> None:
             if close is not None:
                 close()
         _detectors.clear()
+        _tiled.clear()
         _classifiers.clear()
 
 

@@ -87,6 +87,29 @@ def test_several_files_give_one_summary_each(webcam_photo, group_photo):
     assert [s["file"] for s in summaries] == [str(webcam_photo), str(group_photo)]
 
 
+def test_files_use_the_room_detector_unless_told_otherwise(group_photo, monkeypatch):
+    from inference_worker import runtime
+
+    sources = []
+    real = runtime.get_detector
+
+    def spy(kind=None, *, source=None):
+        sources.append(source)
+        return real(kind, source=source)
+
+    monkeypatch.setattr(runtime, "get_detector", spy)
+    room, _ = _run(str(group_photo), "--json")
+    webcam, _ = _run(str(group_photo), "--json", "--source", "webcam")
+    assert sources == ["room", "webcam"]
+    for out in (room, webcam):
+        assert json.loads(out.strip().splitlines()[-1])["summary"]["faces"] == 6
+
+
+def test_unknown_source_is_rejected(webcam_photo):
+    with pytest.raises(CommandError):
+        _run(str(webcam_photo), "--source", "drone")
+
+
 def test_missing_file_is_a_command_error(tmp_path):
     with pytest.raises(CommandError, match="no such file"):
         _run(str(tmp_path / "nope.jpg"))

@@ -134,3 +134,22 @@ def test_shipped_model_labels_at_least_three_of_the_four_posed_expressions(webca
     assert set(got) == set(POSED)
     correct = [tile for tile, label in POSED.items() if got[tile] == label]
     assert len(correct) >= 3, f"expected {POSED}, got {got}"
+
+
+def test_unknown_detector_source_is_an_error(fresh_runtime):
+    with pytest.raises(ValueError, match="source"):
+        runtime.get_detector("full", source="drone")
+
+
+@pytest.mark.slow
+def test_tiled_detectors_are_cached_per_source_and_share_nothing_with_live_frames(fresh_runtime):
+    from inference_worker.detection import SOURCE_SETTINGS, TiledFaceDetector
+
+    live = runtime.get_detector("full")
+    screen = runtime.get_detector("full", source="screen")
+    room = runtime.get_detector("full", source="room")
+    assert runtime.get_detector("full", source="room") is room
+    assert isinstance(screen, TiledFaceDetector) and screen.detector is live
+    assert isinstance(room, TiledFaceDetector) and room.settings == SOURCE_SETTINGS["room"]
+    assert room.detector is not live  # built with the room's lower score threshold
+    assert runtime.get_detector() is live
