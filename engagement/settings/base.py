@@ -35,6 +35,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (our JS/CSS, Chart.js from npm) straight from Daphne, so the web container
+    # needs no separate file server; a reverse proxy may still cache them.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -101,6 +104,9 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(env("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 # Front-end libraries come from npm (package.json), never copied into the repository.
 STATICFILES_DIRS = [("vendor/chart.js", BASE_DIR / "node_modules" / "chart.js" / "dist")]
+# Without `collectstatic` (demo, tests, `make web`) WhiteNoise serves from the finders;
+# production images run `collectstatic` at build time and turn this off.
+WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
 
 # --- Redis, channel layer, Celery -------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="")

@@ -6,10 +6,8 @@ The student's webcam is Chromium's fake capture device playing a .y4m file built
 captures, scales, JPEG-encodes and streams frames over ``/ws/stream/`` exactly as it does for a
 person, and the real worker finds the four faces that the teacher's board then shows.
 
-Static files: in production a reverse proxy serves ``/static/`` from ``collectstatic``'s output
-(deploy/nginx.conf) and Daphne serves none. The browser contexts here play that proxy: requests
-under ``STATIC_URL`` are answered from Django's staticfiles finders (the same files
-``collectstatic`` would copy); everything else goes to Daphne.
+Static files (the pages' scripts and Chart.js from npm) come from Daphne itself through
+WhiteNoise, as in production, so a page whose scripts fail to load fails this test.
 
 Django's ORM is used only before and after the Playwright block: Playwright's sync API runs an
 event loop in this thread, where Django refuses synchronous database access.
@@ -20,7 +18,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import cv2
 import pytest
@@ -70,23 +68,6 @@ def write_y4m(photo: Path, path: Path, *, size: int = 640, frames: int = 5, fps:
             out.write(b"FRAME\n")
             out.write(payload)
     return path
-
-
-def _static_route_handler(static_url: str):
-    """A Playwright route handler that serves ``STATIC_URL`` from the staticfiles finders."""
-    from django.contrib.staticfiles import finders
-
-    prefix = "/" + static_url.strip("/") + "/"
-
-    def handle(route) -> None:
-        path = unquote(urlsplit(route.request.url).path)
-        found = finders.find(path[len(prefix) :]) if path.startswith(prefix) else None
-        if not found:
-            route.fulfill(status=404, body="not found")
-        else:
-            route.fulfill(path=found)
-
-    return prefix, handle
 
 
 class PageLog:
@@ -153,7 +134,6 @@ def live_session(live_stack):
 def test_teacher_board_and_student_page_in_chromium(
     live_stack, live_session, fake_camera, chromium_path, tmp_path
 ):
-    from django.conf import settings
     from playwright.sync_api import expect, sync_playwright
 
     from classroom.models import ClassSession, FrameResult, Participant
@@ -162,7 +142,6 @@ def test_teacher_board_and_student_page_in_chromium(
     base = live_stack.base_url
     board_url = f"{base}/sessions/{session.pk}/"
     code = session.join_code
-    static_prefix, serve_static = _static_route_handler(settings.STATIC_URL)
     screenshot = tmp_path / "board.png"
     observed: dict[str, object] = {}
 
@@ -185,7 +164,6 @@ def test_teacher_board_and_student_page_in_chromium(
             student_ctx = browser.new_context(viewport={"width": 1100, "height": 900})
             for ctx in (teacher_ctx, student_ctx):
                 ctx.set_default_timeout(20_000)
-                ctx.route(re.compile(r"^https?://[^/]+" + re.escape(static_prefix)), serve_static)
 
             # --- the teacher logs in and opens the live board -------------------------------
             board = teacher_ctx.new_page()
