@@ -143,7 +143,9 @@ def timeline(
     """Session timeline, one point per bucket from ``start`` to ``end`` (gaps filled).
 
     Bucket ``k`` covers ``[start + k*bucket_s, start + (k+1)*bucket_s)`` by frame arrival time;
-    rows outside ``[start, end]`` are ignored.
+    rows outside ``[start, end]`` are ignored. The bucket containing ``end`` is still filling:
+    while it has no frame yet it is left out, so a live chart never dips to 0 faces merely
+    because the newest bucket has just begun.
 
     ``faces`` of a bucket: for each participant with frames in the bucket, the mean face count
     of those frames rounded half up, summed over participants. This is "faces visible", which
@@ -192,6 +194,8 @@ def timeline(
     points = []
     for k in range(first, n_buckets):
         counts = per_participant.get(k, {})
+        if k == n_buckets - 1 and not counts and k > first:
+            break
         visible = sum(_round_half_up(sum(c) / len(c)) for c in counts.values())
         points.append(
             {

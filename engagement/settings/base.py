@@ -107,6 +107,7 @@ STATICFILES_DIRS = [("vendor/chart.js", BASE_DIR / "node_modules" / "chart.js" /
 # Without `collectstatic` (demo, tests, `make web`) WhiteNoise serves from the finders;
 # production images run `collectstatic` at build time and turn this off.
 WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
+WHITENOISE_AUTOREFRESH = env.bool("WHITENOISE_AUTOREFRESH", default=WHITENOISE_USE_FINDERS)
 
 # --- Redis, channel layer, Celery -------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="")

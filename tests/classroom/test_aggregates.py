@@ -123,6 +123,19 @@ def test_timeline_buckets_fill_gaps_and_average_faces_per_participant():
     assert points[2]["mix"]["surprise"] == 1.0
 
 
+def test_timeline_leaves_out_the_newest_bucket_until_it_has_a_frame():
+    frames = [frame(1, 3.0, 4), frame(1, 4.0, 4)]
+    # end=5.2: bucket [5, 10) has begun but holds no frame yet -> not plotted as 0 faces.
+    points = aggregates.timeline(frames, [], start=T0, end=at(5.2), bucket_s=5)
+    assert [p["faces"] for p in points] == [4]
+    # Once a frame arrives in it, it is plotted.
+    points = aggregates.timeline([*frames, frame(1, 5.1, 3)], [], start=T0, end=at(5.2), bucket_s=5)
+    assert [p["faces"] for p in points] == [4, 3]
+    # An empty bucket before the newest one is a real gap and stays at 0.
+    points = aggregates.timeline([*frames, frame(1, 11.0, 2)], [], start=T0, end=at(11), bucket_s=5)
+    assert [p["faces"] for p in points] == [4, 0, 2]
+
+
 def test_timeline_ignores_rows_outside_and_handles_empty_ranges():
     assert aggregates.timeline([], [], start=at(10), end=at(5), bucket_s=5) == []
     points = aggregates.timeline(
