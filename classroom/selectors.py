@@ -93,6 +93,20 @@ def _timeline_end(session: ClassSession, now: datetime) -> datetime:
     return session.ended_at or now
 
 
+def _session_timeline(session: ClassSession, frames, faces, now: datetime) -> list[dict]:
+    """5-s timeline from the session's start to its end (or ``now``); ``[]`` if never started."""
+    if session.started_at is None:
+        return []
+    return aggregates.timeline(
+        frames,
+        faces,
+        session.started_at,
+        _timeline_end(session, now),
+        TIMELINE_BUCKET_S,
+        EXPRESSIONS,
+    )
+
+
 def dashboard_snapshot(session: ClassSession, *, now: datetime | None = None) -> dict:
     """The live dashboard payload of a session (the ``session.update`` message of CONTRACTS.md).
 
@@ -112,17 +126,7 @@ def dashboard_snapshot(session: ClassSession, *, now: datetime | None = None) ->
     frames = _frame_rows(session)
     faces = [face for _, face in _face_rows(session)]
     faces_now, participants_now = aggregates.live_counts(frames, now, LIVE_WINDOW_S)
-    if session.started_at is not None:
-        points = aggregates.timeline(
-            frames,
-            faces,
-            session.started_at,
-            _timeline_end(session, now),
-            TIMELINE_BUCKET_S,
-            EXPRESSIONS,
-        )
-    else:
-        points = []
+    points = _session_timeline(session, frames, faces, now)
     return {
         "type": "session.update",
         "session": str(session.pk),
@@ -211,18 +215,12 @@ def session_report(session: ClassSession, *, now: datetime | None = None) -> dic
         )
 
     total_faces = sum(row.face_count for row in frames)
-    if session.started_at is not None:
-        points = aggregates.timeline(
-            frames,
-            faces,
-            session.started_at,
-            _timeline_end(session, now),
-            TIMELINE_BUCKET_S,
-            EXPRESSIONS,
-        )
-        duration = (_timeline_end(session, now) - session.started_at).total_seconds()
-    else:
-        points, duration = [], None
+    points = _session_timeline(session, frames, faces, now)
+    duration = (
+        (_timeline_end(session, now) - session.started_at).total_seconds()
+        if session.started_at is not None
+        else None
+    )
     return {
         "session": str(session.pk),
         "title": session.title,
