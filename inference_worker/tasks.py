@@ -11,6 +11,7 @@ import binascii
 import logging
 
 from celery.signals import worker_process_init
+from django.conf import settings
 
 from classroom import services
 from inference_worker import pipeline, runtime
@@ -56,7 +57,7 @@ def analyze_frame_task(
             data,
             runtime.get_detector(),
             runtime.get_classifier(),
-            max_side=_max_side(),
+            max_side=settings.ENGAGEMENT_MAX_FRAME_SIDE,
         )
     except (binascii.Error, pipeline.FrameDecodeError) as exc:
         # The exception text names sizes only, never the payload.
@@ -71,12 +72,6 @@ def analyze_frame_task(
         captured_at=captured_at,
         received_at=received_at,
     )
-
-
-def _max_side() -> int | None:
-    from django.conf import settings
-
-    return getattr(settings, "ENGAGEMENT_MAX_FRAME_SIDE", None)
 
 
 @worker_process_init.connect(dispatch_uid="inference_worker.warm_models")

@@ -6,13 +6,8 @@ process it would consume the messages other tests send through the memory broker
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
-from worker_fakes import REPO_ROOT
+from worker_fakes import run_django_script
 
 SCRIPT = r"""
 import base64, json, sys, threading
@@ -81,23 +76,7 @@ print(json.dumps({
 
 @pytest.mark.slow
 def test_embedded_worker_consumes_tasks_sent_by_name():
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "engagement.settings.test",
-        "REDIS_URL": "",
-        "CELERY_BROKER_URL": "memory://",
-        "CELERY_SKIP_CHECKS": "1",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_django_script(SCRIPT)
     assert report["same_worker"] is True
     assert report["probe"] == 42
     assert report["probe_thread"] == "celery-embedded"

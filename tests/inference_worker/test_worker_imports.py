@@ -3,12 +3,7 @@ once per worker process, after the fork). Checked in a fresh interpreter."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
-from worker_fakes import REPO_ROOT
+from worker_fakes import run_django_script
 
 HEAVY = ("tensorflow", "keras", "mediapipe")
 
@@ -28,19 +23,5 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in %r)))
 
 
 def test_importing_the_worker_loads_no_tensorflow_or_mediapipe():
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "engagement.settings.test",
-        "CELERY_SKIP_CHECKS": "1",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT % (HEAVY,)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    loaded = run_django_script(SCRIPT % (HEAVY,))
     assert loaded == [], f"heavy modules imported: {loaded}"

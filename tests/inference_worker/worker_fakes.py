@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +14,39 @@ import numpy as np
 from inference_worker.pipeline import Detection
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_django_script(script: str, timeout: float = 120):
+    """Run ``script`` in a fresh interpreter with the test settings and an in-memory broker.
+
+    Used where the test needs a clean ``sys.modules`` or a Celery worker thread that must not
+    consume other tests' messages.
+
+    Returns:
+        The JSON value the script printed on its last stdout line.
+
+    Raises:
+        AssertionError: the script exited non-zero (the message holds the end of its stderr).
+    """
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "engagement.settings.test",
+        "REDIS_URL": "",
+        "CELERY_BROKER_URL": "memory://",
+        "CELERY_SKIP_CHECKS": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TINY_CLASSIFIER = FIXTURES / "tiny_classifier.tflite"
 """A meaningless but valid LiteRT expression model (see ``fixtures/make_tiny_classifier.py``)."""
