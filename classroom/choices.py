@@ -23,6 +23,24 @@ class SessionStatus(models.TextChoices):
     ENDED = "ended", "Ended"
 
 
+class AnalysisMode(models.TextChoices):
+    """What a session computes from each face (chosen by the teacher when creating it).
+
+    ``attention`` is the privacy-first mode (issue #4, item 4): faces are counted and head pose
+    is estimated, but no expression is computed, stored or shown.
+    """
+
+    EXPRESSION = "expression", "Expressions and attention"
+    ATTENTION = "attention", "Attention only (no expressions)"
+
+
+class StreamSource(models.TextChoices):
+    """Kind of video a student streams; selects the face-detection settings in the worker."""
+
+    WEBCAM = "webcam", "Webcam"
+    SCREEN = "screen", "Screen share"
+
+
 class Expression(models.TextChoices):
     """Facial expression labels, FER2013 order."""
 

@@ -22,6 +22,7 @@ from classroom.choices import (
     MAX_FRAME_INTERVAL_S,
     MIN_FRAME_INTERVAL_S,
     TITLE_MAX_LENGTH,
+    AnalysisMode,
     Expression,
     SessionStatus,
     UserRole,
@@ -83,6 +84,12 @@ class ClassSession(models.Model):
     status = models.CharField(
         max_length=8, choices=SessionStatus.choices, default=SessionStatus.DRAFT, db_index=True
     )
+    analysis = models.CharField(
+        max_length=16,
+        choices=AnalysisMode.choices,
+        default=AnalysisMode.EXPRESSION,
+        help_text="Attention only: no expression is computed, stored or shown.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
@@ -102,6 +109,10 @@ class ClassSession(models.Model):
                 | Q(status=SessionStatus.LIVE, started_at__isnull=False, ended_at__isnull=True)
                 | Q(status=SessionStatus.ENDED, ended_at__isnull=False),
                 name="classroom_session_status_timestamps",
+            ),
+            models.CheckConstraint(
+                condition=Q(analysis__in=AnalysisMode.values),
+                name="classroom_session_analysis_valid",
             ),
         ]
 
@@ -135,6 +146,16 @@ class Participant(models.Model):
     )
     frames_rejected = models.PositiveIntegerField(
         default=0, help_text="Frame messages rejected at intake (a subset of frames_received)."
+    )
+    frames_analysed = models.PositiveIntegerField(
+        default=0, help_text="Accepted frames whose analysis was recorded."
+    )
+    frames_dropped = models.PositiveIntegerField(
+        default=0,
+        help_text=(
+            "Accepted frames never analysed: older than ENGAGEMENT_FRAME_TTL_S when a worker "
+            "reached them (expired in the queue, or stale)."
+        ),
     )
 
     class Meta:
@@ -185,10 +206,53 @@ class FrameResult(models.Model):
         return (self.analysed_at - self.received_at).total_seconds() * 1000.0
 
 
+class Track(models.Model):
+    """One face followed across a participant's frames: an anonymous number, no identity.
+
+    Tracks are matched by box overlap and position only (no face recognition, no embeddings);
+    ``number`` is 1, 2, ... within the participant. ``smoothed_probabilities`` is the running
+    exponential moving average of the track's expression probabilities (``None`` in
+    attention-only sessions).
+    """
+
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="tracks")
+    number = models.PositiveIntegerField(help_text="Anonymous track number within the participant.")
+    first_seen_at = models.DateTimeField(help_text="Arrival time of the first matched frame.")
+    last_seen_at = models.DateTimeField(help_text="Arrival time of the last matched frame.")
+    last_seq = models.PositiveBigIntegerField(help_text="seq of the last matched frame.")
+    box_x = models.FloatField(help_text="Last box, left edge, fraction of frame width (0..1).")
+    box_y = models.FloatField(help_text="Last box, top edge, fraction of frame height (0..1).")
+    box_w = models.FloatField(help_text="Last box width, fraction of frame width (0..1).")
+    box_h = models.FloatField(help_text="Last box height, fraction of frame height (0..1).")
+    hits = models.PositiveIntegerField(default=1, help_text="Frames matched to this track.")
+    smoothed_probabilities = models.JSONField(
+        null=True, blank=True, help_text="EMA of the 7 probabilities, FER2013 order."
+    )
+
+    class Meta:
+        ordering = ["participant", "number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["participant", "number"], name="classroom_track_unique_number"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"track {self.number} of participant {self.participant_id}"
+
+
 class FaceObservation(models.Model):
-    """One face found in a frame: normalised box and expression probabilities, no pixels."""
+    """One face found in a frame: normalised box, expression and head pose numbers, no pixels.
+
+    ``probabilities``/``label``/``confidence`` are the classifier's raw output for this frame;
+    ``smoothed_*`` are the track's moving average after this frame (what the board shows). All
+    expression fields are ``None`` in attention-only sessions.
+    """
 
     frame = models.ForeignKey(FrameResult, on_delete=models.CASCADE, related_name="faces")
+    track = models.ForeignKey(
+        Track, null=True, blank=True, on_delete=models.SET_NULL, related_name="observations"
+    )
     index = models.PositiveSmallIntegerField(
         help_text="Position of the face in the frame's result."
     )
@@ -197,9 +261,32 @@ class FaceObservation(models.Model):
     box_w = models.FloatField(help_text="Width, fraction of frame width (0..1).")
     box_h = models.FloatField(help_text="Height, fraction of frame height (0..1).")
     score = models.FloatField(null=True, blank=True, help_text="Detector confidence (0..1).")
-    label = models.CharField(max_length=16, choices=Expression.choices)
-    confidence = models.FloatField(help_text="Probability of the label (0..1).")
-    probabilities = models.JSONField(help_text="7 probabilities, FER2013 order, summing to 1.")
+    # NULL, not "", means "no expression computed" (attention-only sessions): the all-or-none
+    # constraint below tests it together with the other expression columns.
+    label = models.CharField(  # noqa: DJ001
+        max_length=16, choices=Expression.choices, null=True, blank=True
+    )
+    confidence = models.FloatField(
+        null=True, blank=True, help_text="Probability of the label (0..1)."
+    )
+    probabilities = models.JSONField(
+        null=True, blank=True, help_text="7 probabilities, FER2013 order, summing to 1."
+    )
+    smoothed_label = models.CharField(  # noqa: DJ001
+        max_length=16, choices=Expression.choices, null=True, blank=True
+    )
+    smoothed_probabilities = models.JSONField(
+        null=True, blank=True, help_text="Track's EMA of the probabilities after this frame."
+    )
+    yaw_deg = models.FloatField(
+        null=True, blank=True, help_text="Head yaw, degrees; 0 = facing the camera."
+    )
+    pitch_deg = models.FloatField(
+        null=True, blank=True, help_text="Head pitch, degrees; 0 = facing the camera."
+    )
+    attentive = models.BooleanField(
+        null=True, blank=True, help_text="Facing the screen (head pose within the limits)."
+    )
 
     class Meta:
         ordering = ["frame", "index"]
@@ -211,20 +298,71 @@ class FaceObservation(models.Model):
                 name="classroom_face_box_normalised",
             ),
             models.CheckConstraint(
-                condition=Q(confidence__gte=0, confidence__lte=1),
+                condition=Q(confidence__isnull=True) | Q(confidence__gte=0, confidence__lte=1),
                 name="classroom_face_confidence_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(label__isnull=True, confidence__isnull=True, probabilities__isnull=True)
+                | Q(label__isnull=False, confidence__isnull=False, probabilities__isnull=False),
+                name="classroom_face_expression_all_or_none",
             ),
             models.CheckConstraint(
                 condition=Q(score__isnull=True) | Q(score__gte=0, score__lte=1),
                 name="classroom_face_score_range",
             ),
             models.CheckConstraint(
-                condition=Q(label__in=Expression.values), name="classroom_face_label_valid"
+                condition=Q(label__isnull=True) | Q(label__in=Expression.values),
+                name="classroom_face_label_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(smoothed_label__isnull=True) | Q(smoothed_label__in=Expression.values),
+                name="classroom_face_smoothed_label_valid",
             ),
         ]
 
     def __str__(self) -> str:
         return f"face {self.index} of frame {self.frame_id}: {self.label} ({self.confidence:.2f})"
+
+
+class TimelineBucket(models.Model):
+    """Running totals of one participant's frames in one 5-s bucket of the session timeline.
+
+    Bucket ``index`` k covers arrival times ``[started_at + k*5 s, started_at + (k+1)*5 s)``
+    (``choices.TIMELINE_BUCKET_S``). Incremented (``F()`` updates) by
+    ``services.record_frame_result`` in the same transaction as the frame, so the board reads a
+    few rows instead of every face of the lesson. Expression counts use the smoothed labels.
+    """
+
+    participant = models.ForeignKey(
+        Participant, on_delete=models.CASCADE, related_name="timeline_buckets"
+    )
+    index = models.PositiveIntegerField(help_text="Bucket number from the session start.")
+    frames = models.PositiveIntegerField(default=0)
+    face_sum = models.PositiveIntegerField(default=0, help_text="Faces summed over the frames.")
+    pose_faces = models.PositiveIntegerField(default=0, help_text="Faces with a head pose.")
+    attentive_faces = models.PositiveIntegerField(default=0, help_text="Faces facing the screen.")
+    angry = models.PositiveIntegerField(default=0)
+    disgust = models.PositiveIntegerField(default=0)
+    fear = models.PositiveIntegerField(default=0)
+    happy = models.PositiveIntegerField(default=0)
+    sad = models.PositiveIntegerField(default=0)
+    surprise = models.PositiveIntegerField(default=0)
+    neutral = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["participant", "index"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["participant", "index"], name="classroom_bucket_unique_index"
+            ),
+            models.CheckConstraint(
+                condition=Q(attentive_faces__lte=models.F("pose_faces")),
+                name="classroom_bucket_attentive_le_pose",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"bucket {self.index} of participant {self.participant_id}"
 
 
 class SessionReport(models.Model):
