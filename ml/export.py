@@ -34,6 +34,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from ml.labels import EMOTIONS, NUM_CLASSES
 from ml.metrics import classification_report
 from ml.preprocessing import PREPROCESSING, preprocess_faces
 
-QUANTIZATIONS: tuple[str, ...] = ("float16", "int8", "none")
+QUANTIZATIONS: tuple[str, ...] = ("float16", "dynamic", "int8", "none")
 METADATA_VERSION = 1
 
 
@@ -61,8 +62,12 @@ def convert_to_tflite(
     Args:
         model: a float32 ``keras.Model`` with input ``(None, S, S, 1)``.
         quantize: ``"float16"`` (weights stored as float16, computed in float32; about half the
-            size, accuracy unchanged in practice), ``"int8"`` (post-training full-integer
-            quantization of weights and activations, float32 input/output kept), or ``"none"``.
+            size, accuracy unchanged in practice), ``"dynamic"`` (dynamic-range quantization:
+            int8 weights, activations quantized per batch at run time, which XNNPACK runs as
+            int8 kernels; no calibration, closer to float32 than ``int8``), ``"int8"``
+            (post-training full-integer quantization of weights and activations with calibrated
+            ranges, float32 input/output kept), or ``"none"``. Source: TensorFlow's
+            "Post-training quantization" guide.
         calibration: ``float32`` ``(M, S, S, 1)`` representative inputs, required for ``int8``
             (TensorFlow's post-training integer quantization guide suggests ~100-500 samples).
 
@@ -80,6 +85,8 @@ def convert_to_tflite(
     if quantize == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif quantize == "int8":
         if calibration is None or len(calibration) == 0:
             raise ValueError("int8 quantization needs calibration images")
@@ -193,6 +200,7 @@ def export_model(
     safe_mode: bool = True,
     seed: int = 1234,
     progress: bool = False,
+    tta_views: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Export a trained model and write its metadata, after a parity check.
 
@@ -204,7 +212,8 @@ def export_model(
         data: FER2013 csv/csv.gz (``None``: ``$ENGAGEMENT_FER2013_CSV``). PrivateTest is used
             for the parity check and, like PublicTest, for the reported metrics; Training
             only for int8 calibration.
-        quantize: ``"float16"``, ``"int8"`` or ``"none"`` (see :func:`convert_to_tflite`).
+        quantize: ``"float16"``, ``"dynamic"``, ``"int8"`` or ``"none"`` (see
+            :func:`convert_to_tflite`).
         min_parity: smallest accepted share of PrivateTest faces with the same argmax in Keras
             and LiteRT, in ``[0, 1]``.
         min_parity_samples: PrivateTest must hold at least this many faces.
@@ -214,6 +223,9 @@ def export_model(
         safe_mode: Keras safe mode when loading ``model_path``.
         seed: seed for drawing calibration faces.
         progress: show tqdm progress bars.
+        tta_views: when given, the exported model averages the logits of these views of each
+            face (:func:`ml.models.tta.with_tta`, e.g. ``DEFAULT_VIEWS``); parity, metrics and
+            latency are then measured on the wrapped model, as the worker runs it.
 
     Returns:
         The metadata dict written to ``NAME.json``.
@@ -241,6 +253,10 @@ def export_model(
             f"parity check needs at least {min_parity_samples} PrivateTest faces, got {len(private)}"
         )
     model = load_keras_model(model_path, float32=True, safe_mode=safe_mode)
+    if tta_views:
+        from ml.models.tta import with_tta
+
+        model = with_tta(model, tta_views)
     in_shape = tuple(model.input_shape)
     out_shape = tuple(model.output_shape)
     if len(in_shape) != 4 or in_shape[1] != in_shape[2] or in_shape[3] != 1:
@@ -333,6 +349,11 @@ def export_model(
                 "keras_name": model.name,
                 "parameters": int(model.count_params()),
                 "source": str(model_path),
+                "test_time_augmentation": (
+                    {"views": list(tta_views), "crop_px": 4, "combine": "mean of logits"}
+                    if tta_views
+                    else None
+                ),
             },
             "files": {
                 "keras": _file_entry(keras_file),
@@ -390,6 +411,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calibration-samples", type=int, default=500, help="int8: Training faces")
     p.add_argument("--run-dir", default=None, help="training run folder (default: the model's)")
     p.add_argument(
+        "--tta-views",
+        default="",
+        help=(
+            "comma-separated views averaged inside the exported model, e.g. "
+            "full,top_left_flip,bottom_right_flip (default: none)"
+        ),
+    )
+    p.add_argument(
         "--unsafe-deserialization",
         action="store_true",
         help="load models with Lambda layers (only for files you trust)",
@@ -412,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir=a.run_dir,
             safe_mode=not a.unsafe_deserialization,
             progress=True,
+            tta_views=[v.strip() for v in a.tta_views.split(",") if v.strip()],
         )
     except ParityError as exc:
         print(f"parity check failed: {exc}", file=sys.stderr)
