@@ -4,12 +4,15 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import Count
 
+from classroom import tracking
+from classroom.choices import EXPRESSIONS
 from classroom.models import (
     ClassSession,
     FaceObservation,
     FrameResult,
     Participant,
     SessionReport,
+    Track,
     User,
 )
 
@@ -61,6 +64,8 @@ class ParticipantInline(ReadOnlyMixin, admin.TabularInline):
         "last_seen_at",
         "frames_received",
         "frames_rejected",
+        "frames_analysed",
+        "frames_dropped",
     )
     readonly_fields = fields
     show_change_link = True
@@ -73,15 +78,16 @@ class ClassSessionAdmin(StaffCanViewMixin, admin.ModelAdmin):
         "teacher",
         "join_code",
         "status",
+        "analysis",
         "created_at",
         "started_at",
         "ended_at",
         "participant_count",
         "frames_analysed",
     )
-    list_filter = ("status",)
+    list_filter = ("status", "analysis")
     search_fields = ("title", "join_code", "teacher__username")
-    readonly_fields = ("id", "join_code", "created_at", "started_at", "ended_at")
+    readonly_fields = ("id", "join_code", "analysis", "created_at", "started_at", "ended_at")
     list_select_related = ("teacher",)
     inlines = [ParticipantInline]
     date_hierarchy = "created_at"
@@ -115,6 +121,8 @@ class ParticipantAdmin(StaffCanViewMixin, ReadOnlyMixin, admin.ModelAdmin):
         "last_seen_at",
         "frames_received",
         "frames_rejected",
+        "frames_analysed",
+        "frames_dropped",
     )
     list_select_related = ("session",)
     search_fields = ("display_name", "session__title", "session__join_code")
@@ -126,14 +134,20 @@ class FaceObservationInline(ReadOnlyMixin, admin.TabularInline):
     can_delete = False
     fields = (
         "index",
+        "track",
         "label",
         "confidence",
+        "smoothed_label",
+        "yaw_deg",
+        "pitch_deg",
+        "attentive",
         "score",
         "box_x",
         "box_y",
         "box_w",
         "box_h",
         "probabilities",
+        "smoothed_probabilities",
     )
     readonly_fields = fields
 
@@ -152,6 +166,30 @@ class FrameResultAdmin(StaffCanViewMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_select_related = ("participant",)
     list_filter = ("analysed_at",)
     inlines = [FaceObservationInline]
+
+
+@admin.register(Track)
+class TrackAdmin(StaffCanViewMixin, ReadOnlyMixin, admin.ModelAdmin):
+    """Anonymous face tracks (boxes and times only, no identity)."""
+
+    list_display = (
+        "participant",
+        "number",
+        "hits",
+        "first_seen_at",
+        "last_seen_at",
+        "last_seq",
+        "smoothed_label",
+    )
+    list_select_related = ("participant",)
+    search_fields = ("participant__display_name", "participant__session__join_code")
+
+    @admin.display(description="smoothed label")
+    def smoothed_label(self, obj):
+        probabilities = obj.smoothed_probabilities
+        if not probabilities or len(probabilities) != len(EXPRESSIONS):
+            return "-"
+        return tracking.argmax_label(probabilities, EXPRESSIONS)
 
 
 @admin.register(SessionReport)

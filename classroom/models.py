@@ -321,6 +321,8 @@ class FaceObservation(models.Model):
         ]
 
     def __str__(self) -> str:
+        if self.label is None:  # attention-only session
+            return f"face {self.index} of frame {self.frame_id}: no expression"
         return f"face {self.index} of frame {self.frame_id}: {self.label} ({self.confidence:.2f})"
 
 
