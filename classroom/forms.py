@@ -12,6 +12,7 @@ from classroom.choices import (
     MAX_FRAME_INTERVAL_S,
     MIN_FRAME_INTERVAL_S,
     TITLE_MAX_LENGTH,
+    AnalysisMode,
 )
 
 CONSENT_TEXT = (
@@ -23,7 +24,8 @@ CONSENT_TEXT = (
 
 
 class SessionCreateForm(forms.Form):
-    """A teacher's new class session: a title and how often students send a frame."""
+    """A teacher's new class session: a title, how often students send a frame, and whether
+    expressions are analysed or attention only (``choices.AnalysisMode``)."""
 
     title = forms.CharField(
         max_length=TITLE_MAX_LENGTH,
@@ -39,6 +41,18 @@ class SessionCreateForm(forms.Form):
         help_text=(
             f"Each student sends one frame every this many seconds "
             f"({MIN_FRAME_INTERVAL_S:g} to {MAX_FRAME_INTERVAL_S:g})."
+        ),
+    )
+
+    analysis = forms.ChoiceField(
+        label="What to analyse",
+        choices=AnalysisMode.choices,
+        initial=AnalysisMode.EXPRESSION,
+        help_text=(
+            "Attention only: faces are counted and head pose (facing the screen or not) is "
+            "estimated, but no expression is computed, stored or shown - not on the board, not "
+            "in the report or its exports. Choose it where expression recognition is not wanted "
+            "or not lawful."
         ),
     )
 

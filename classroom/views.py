@@ -10,13 +10,20 @@ those sockets.
 from __future__ import annotations
 
 import csv
+import itertools
 from functools import wraps
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -45,6 +52,11 @@ EXPRESSION_COLOURS: dict[str, str] = {
 MAX_WIDTH_WEBCAM_PX = 640
 MAX_WIDTH_SCREEN_PX = 1280
 JPEG_QUALITY = 0.8
+
+# The board paints lag above this in the warning colour: a second behind is where a live view
+# stops feeling live (Nielsen, "Response Times: The 3 Important Limits", 1993: 1 s keeps the
+# flow of thought uninterrupted).
+LAG_WARN_MS = 1000
 
 STUDENT_WS_PATH = "/ws/stream/"
 DASHBOARD_WS_PATH = "/ws/dashboard/{session_id}/"
@@ -106,6 +118,7 @@ def _session_json(request: HttpRequest, session) -> dict[str, Any]:
         "status": session.status,
         "join_code": session.join_code,
         "frame_interval_s": session.frame_interval_s,
+        "analysis": session.analysis,
         "created_at": _iso(session.created_at),
         "started_at": _iso(session.started_at),
         "ended_at": _iso(session.ended_at),
@@ -121,8 +134,15 @@ def _iso(value) -> str | None:
     return value.isoformat() if value else None
 
 
-def _chart_context() -> dict[str, Any]:
-    return {"expressions": EXPRESSIONS, "expression_colours": EXPRESSION_COLOURS}
+def _chart_context(session) -> dict[str, Any]:
+    # Attention-only pages get no expression names at all, not even for a hidden chart.
+    if not selectors.expressions_on(session):
+        return {"expressions_on": False, "expressions": [], "expression_colours": {}}
+    return {
+        "expressions_on": True,
+        "expressions": EXPRESSIONS,
+        "expression_colours": EXPRESSION_COLOURS,
+    }
 
 
 def _current_participant(request: HttpRequest):
@@ -175,7 +195,7 @@ def session_list_json(request: HttpRequest) -> JsonResponse:
 @require_http_methods(["GET", "POST"])
 @teacher_required
 def session_create(request: HttpRequest) -> HttpResponse:
-    """Create a draft session (title, frame interval) and go to its board."""
+    """Create a draft session (title, frame interval, analysis mode) and go to its board."""
     form = SessionCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -183,6 +203,7 @@ def session_create(request: HttpRequest) -> HttpResponse:
                 teacher=request.user,
                 title=form.cleaned_data["title"],
                 frame_interval_s=form.cleaned_data["frame_interval_s"],
+                analysis=form.cleaned_data["analysis"],
             )
         except ValidationError as exc:
             form.add_error(None, exc)
@@ -195,10 +216,11 @@ def session_create(request: HttpRequest) -> HttpResponse:
 @require_GET
 @teacher_required
 def session_detail(request: HttpRequest, pk) -> HttpResponse:
-    """The live board of one session: join code, start/end, faces now, mix, timeline.
+    """The live board of one session: join code, start/end, faces now, attention, smoothed
+    expression mix (not in attention-only sessions), lag and dropped frames, timeline.
 
-    The page renders the current snapshot and ``dashboard.js`` then applies every
-    ``session.update`` pushed over ``/ws/dashboard/<uuid>/``.
+    The page renders the current snapshot (full timeline) and ``dashboard.js`` then applies
+    every ``session.update`` pushed over ``/ws/dashboard/<uuid>/``, merging timeline tails.
     """
     session = _own_session(request, pk)
     context = {
@@ -206,7 +228,8 @@ def session_detail(request: HttpRequest, pk) -> HttpResponse:
         "join_url": _join_url(request, session.join_code),
         "snapshot": selectors.dashboard_snapshot(session),
         "dashboard_ws_path": DASHBOARD_WS_PATH.format(session_id=session.pk),
-        **_chart_context(),
+        "lag_warn_ms": LAG_WARN_MS,
+        **_chart_context(session),
     }
     return render(request, "classroom/session_detail.html", context)
 
@@ -243,20 +266,31 @@ def session_end(request: HttpRequest, pk) -> HttpResponse:
 @require_GET
 @teacher_required
 def session_report(request: HttpRequest, pk) -> HttpResponse:
-    """Report of one session: totals, expression mix, timeline and a per-participant table."""
+    """Report of one session: totals, attention, smoothed expression mix (not in attention-only
+    sessions), timeline and a per-participant table."""
     session = _own_session(request, pk)
     report = selectors.session_report(session)
+    expressions_on = selectors.expressions_on(session)
     mix = report.get("mix") or {}
+    mix_raw = report.get("mix_raw") or {}
     mix_rows = [
-        {"label": e, "colour": EXPRESSION_COLOURS[e], "percent": mix[e] * 100}
+        {
+            "label": e,
+            "colour": EXPRESSION_COLOURS[e],
+            "percent": mix[e] * 100,
+            "raw_percent": mix_raw.get(e, 0.0) * 100,
+        }
         for e in sorted(mix, key=lambda label: -mix[label])
-        if e in EXPRESSION_COLOURS
+        if e in EXPRESSION_COLOURS and expressions_on
     ]
     participant_rows = [
         {
             **row,
             "joined_at": parse_datetime(row["joined_at"]) if row.get("joined_at") else None,
-            "shares": [(row.get("mix") or {}).get(e, 0.0) * 100 for e in EXPRESSIONS],
+            "attention_percent": None if row.get("attention") is None else row["attention"] * 100,
+            "shares": [(row.get("mix") or {}).get(e, 0.0) * 100 for e in EXPRESSIONS]
+            if expressions_on
+            else [],
         }
         for row in report.get("participants", [])
     ]
@@ -265,7 +299,8 @@ def session_report(request: HttpRequest, pk) -> HttpResponse:
         "report": report,
         "mix_rows": mix_rows,
         "participant_rows": participant_rows,
-        **_chart_context(),
+        "attention_percent": None if report.get("attention") is None else report["attention"] * 100,
+        **_chart_context(session),
     }
     return render(request, "classroom/session_report.html", context)
 
@@ -280,9 +315,14 @@ PARTICIPANT_COLUMNS = {
     "frames_received": "frames_received",
     "frames_rejected": "frames_rejected",
     "frames_analysed": "frames_analysed",
+    "frames_dropped": "frames_dropped",
     "faces": "faces",
     "faces_per_frame": "faces_per_frame",
+    "tracks": "tracks",
+    "attention": "attention",
 }
+
+CSV_TABLES = ("participants", "timeline", "faces")
 
 
 def _share(mix: dict[str, float], label: str) -> str:
@@ -305,7 +345,11 @@ def _export_filename(session, extension: str) -> str:
 @require_GET
 @teacher_required
 def session_export_json(request: HttpRequest, pk) -> JsonResponse:
-    """The session report as a JSON download (numbers only; no images exist to export)."""
+    """The session report as a JSON download (numbers only; no images exist to export).
+
+    ``selectors.session_report`` output: smoothed (``mix``) and raw (``mix_raw``) expression
+    shares, attention, tracks, lag and drops; in attention-only sessions every mix is ``{}``.
+    """
     session = _own_session(request, pk)
     payload = selectors.session_report(session)
     response = JsonResponse(payload, json_dumps_params={"indent": 2})
@@ -316,35 +360,63 @@ def session_export_json(request: HttpRequest, pk) -> JsonResponse:
 @require_GET
 @teacher_required
 def session_export_csv(request: HttpRequest, pk) -> HttpResponse:
-    """The session report as a CSV download.
+    """The session report as a CSV download. Attention-only sessions have no expression column.
 
     Query parameters:
-        table: ``participants`` (default: one row per participant) or ``timeline`` (one row per
-            5-s bucket). Expression columns hold shares of the faces seen, 0..1.
+        table: ``participants`` (default: one row per participant: counters, tracks,
+            attention share 0..1, then the share 0..1 of each SMOOTHED expression),
+            ``timeline`` (one row per 5-s bucket: t, faces, attention, smoothed expression
+            shares) or ``faces`` (one row per observed face, streamed: arrival, track number,
+            box, head yaw/pitch in degrees, attentive, then raw and smoothed label and
+            confidence; see ``selectors.face_export``). Anything else: 400.
     """
     session = _own_session(request, pk)
-    report = selectors.session_report(session)
     table = request.GET.get("table", "participants")
-    if table not in ("participants", "timeline"):
-        return HttpResponse("table must be 'participants' or 'timeline'.", status=400)
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    if table not in CSV_TABLES:
+        return HttpResponse(f"table must be one of {', '.join(CSV_TABLES)}.", status=400)
     name = _export_filename(session, "csv").replace(".csv", f"-{table}.csv")
-    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    disposition = f'attachment; filename="{name}"'
+    if table == "faces":
+        header, rows = selectors.face_export(session)
+        writer = csv.writer(_Echo())
+        lines = itertools.chain(
+            [writer.writerow(header)],
+            (writer.writerow([_csv_cell(v) for v in row]) for row in rows),
+        )
+        response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = disposition
+        return response
+
+    report = selectors.session_report(session)
+    expressions = EXPRESSIONS if selectors.expressions_on(session) else ()
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = disposition
     writer = csv.writer(response)
     if table == "timeline":
-        writer.writerow(["t", "faces", *EXPRESSIONS])
+        writer.writerow(["t", "faces", "attention", *expressions])
         for point in report.get("timeline", []):
             mix = point.get("mix") or {}
-            writer.writerow([point["t"], point["faces"], *(_share(mix, e) for e in EXPRESSIONS)])
+            writer.writerow(
+                [point["t"], point["faces"], _csv_cell(point.get("attention"))]
+                + [_share(mix, e) for e in expressions]
+            )
     else:
-        writer.writerow([*PARTICIPANT_COLUMNS, *EXPRESSIONS])
+        writer.writerow([*PARTICIPANT_COLUMNS, *expressions])
         for row in report.get("participants", []):
             mix = row.get("mix") or {}
             writer.writerow(
                 [_csv_cell(row.get(key)) for key in PARTICIPANT_COLUMNS.values()]
-                + [_share(mix, e) for e in EXPRESSIONS]
+                + [_share(mix, e) for e in expressions]
             )
     return response
+
+
+class _Echo:
+    """A file-like object whose ``write`` returns the line: lets ``csv.writer`` feed a
+    ``StreamingHttpResponse`` (Django docs, "Streaming large CSV files")."""
+
+    def write(self, value: str) -> str:
+        return value
 
 
 # --- student pages ------------------------------------------------------------------------------
@@ -402,6 +474,7 @@ def _student_config(participant) -> dict[str, Any]:
             "status": session.status,
             "join_code": session.join_code,
             "frame_interval_s": session.frame_interval_s,
+            "analysis": session.analysis,
         },
         "ws_path": STUDENT_WS_PATH,
         "max_width_px": {"webcam": MAX_WIDTH_WEBCAM_PX, "screen": MAX_WIDTH_SCREEN_PX},
@@ -435,7 +508,8 @@ def student_config(request: HttpRequest) -> JsonResponse:
 
     Returns:
         200 ``{"participant": {"id", "display_name"}, "session": {"title", "status", "join_code",
-        "frame_interval_s"}, "ws_path", "max_width_px": {"webcam", "screen"}, "jpeg_quality"}``,
+        "frame_interval_s", "analysis"}, "ws_path", "max_width_px": {"webcam", "screen"},
+        "jpeg_quality"}``,
         or 403 ``{"error": "not_joined"}`` when this browser has not joined a session.
     """
     participant = _current_participant(request)

@@ -11,7 +11,11 @@ Stages (each timed with :func:`time.perf_counter`, reported in milliseconds)::
     detect    RGB -> list[Detection] (pixel boxes)              (the detector)
     crop      one square crop with margin per face, clipped to the frame
     classify  ALL crops of the frame in ONE batch -> float32 (N, 7)   (the classifier)
+              skipped with ``classify=False`` (attention-only sessions)
     total     wall time of the whole call, decode included when it was done here
+
+Head pose (yaw, pitch, attentive; :mod:`inference_worker.headpose`) is computed for every face
+whose detection has keypoints, in the ``crop`` stage (a few microseconds per face).
 
 Coordinates: pixels use a top-left origin, x to the right, y down; a box is ``(x, y, w, h)``.
 Results carry boxes normalised to the frame (``0..1``).
@@ -27,6 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from inference_worker.headpose import estimate_head_pose
 from ml.labels import EMOTIONS
 
 __all__ = [
@@ -68,7 +73,7 @@ class Detection:
         score: detector confidence, ``0..1``.
         keypoints: ``None``, or BlazeFace's 6 keypoints as ``(x, y)`` pixels in this order:
             right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion
-            (the subject's right/left). Used later for head pose (attention).
+            (the subject's right/left). Used for head pose (:mod:`inference_worker.headpose`).
     """
 
     box: tuple[float, float, float, float]
@@ -116,28 +121,48 @@ class Face:
     Attributes:
         box: ``(x, y, w, h)`` normalised to the frame (``0..1``, top-left origin), clipped to it.
         score: detector confidence, ``0..1``.
-        probabilities: 7 floats in FER2013 order (:data:`ml.labels.EMOTIONS`), summing to 1.
-        label: the most probable expression, one of :data:`ml.labels.EMOTIONS`.
-        confidence: ``max(probabilities)``, ``0..1``.
+        probabilities: 7 floats in FER2013 order (:data:`ml.labels.EMOTIONS`), summing to 1;
+            ``None`` when the frame was analysed without the classifier (attention only).
+        label: the most probable expression, one of :data:`ml.labels.EMOTIONS`, or ``None``
+            (attention only).
+        confidence: ``max(probabilities)``, ``0..1``, or ``None`` (attention only).
         keypoints: ``None`` or the detector's 6 keypoints normalised to the frame (``0..1``,
-            clipped). Kept for later head-pose work; not part of :meth:`FrameAnalysis.to_dict`.
+            clipped). Not part of :meth:`to_dict`.
+        yaw_deg: head yaw in degrees, ``(-90, 90)``, 0 = facing the camera, positive = turned
+            towards the image's right side; ``None`` without keypoints.
+        pitch_deg: head pitch in degrees, ``(-90, 90)``, 0 = facing the camera, positive = chin
+            up; ``None`` without keypoints.
+        attentive: facing the screen (see :func:`inference_worker.headpose.is_attentive`), or
+            ``None`` without a pose.
     """
 
     box: tuple[float, float, float, float]
     score: float
-    probabilities: tuple[float, ...]
-    label: str
-    confidence: float
+    probabilities: tuple[float, ...] | None
+    label: str | None
+    confidence: float | None
     keypoints: tuple[tuple[float, float], ...] | None = None
+    yaw_deg: float | None = None
+    pitch_deg: float | None = None
+    attentive: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The face as the JSON-able dict of the result schema (see ``notes/CONTRACTS.md``)."""
+        """The face as the JSON-able dict of the result schema (``notes/CONTRACTS4.md``).
+
+        Returns:
+            ``{"box": [x, y, w, h], "score": float, "probabilities": [7 floats] | None,
+            "label": str | None, "confidence": float | None, "yaw_deg": float | None,
+            "pitch_deg": float | None, "attentive": bool | None}``.
+        """
         return {
             "box": list(self.box),
             "score": self.score,
-            "probabilities": list(self.probabilities),
+            "probabilities": None if self.probabilities is None else list(self.probabilities),
             "label": self.label,
             "confidence": self.confidence,
+            "yaw_deg": self.yaw_deg,
+            "pitch_deg": self.pitch_deg,
+            "attentive": self.attentive,
         }
 
 
@@ -146,7 +171,8 @@ class Timings:
     """Per-stage wall times of one frame, in milliseconds (``time.perf_counter``).
 
     ``decode`` is 0.0 when the caller decoded the frame itself (:func:`analyze_frame`);
-    ``classify`` is 0.0 when no face was found (the classifier is not called).
+    ``classify`` is 0.0 when no face was found or ``classify=False`` (the classifier is not
+    called).
     ``total`` is the wall time of the whole analysis (decode included), so it is at least the sum
     of the stages.
     """
@@ -193,10 +219,10 @@ class FrameAnalysis:
         """The JSON-able result dict passed to ``classroom.services.record_frame_result``.
 
         Returns:
-            Exactly ``{"width": int, "height": int, "faces": [{"box": [x, y, w, h],
-            "score": float, "probabilities": [7 floats], "label": str, "confidence": float},
-            ...], "timings_ms": {"decode", "detect", "crop", "classify", "total"}}`` with plain
-            Python ints/floats (schema in ``notes/CONTRACTS.md``).
+            Exactly ``{"width": int, "height": int, "faces": [face.to_dict(), ...],
+            "timings_ms": {"decode", "detect", "crop", "classify", "total"}}`` with plain
+            Python ints/floats/bools/None (schema in ``notes/CONTRACTS4.md``; faces see
+            :meth:`Face.to_dict`).
         """
         return {
             "width": self.width,
@@ -326,33 +352,41 @@ def _normalised_keypoints(
 def analyze_frame(
     rgb: np.ndarray,
     detector: FaceDetector,
-    classifier: ExpressionModel,
+    classifier: ExpressionModel | None,
     *,
+    classify: bool = True,
     margin: float = DEFAULT_CROP_MARGIN,
     decode_ms: float = 0.0,
 ) -> FrameAnalysis:
-    """Detect, crop and classify every face of one frame.
+    """Detect every face of one frame, estimate its head pose, and classify its expression.
 
     The classifier is called exactly once per frame with all crops as one batch, or not at all
-    when no face is found. Detections whose box lies entirely outside the frame are dropped.
+    when no face is found or ``classify`` is false. Detections whose box lies entirely outside
+    the frame are dropped.
 
     Args:
         rgb: ``uint8`` ``(H, W, 3)`` RGB frame.
         detector: any :class:`FaceDetector`.
-        classifier: any :class:`ExpressionModel`.
+        classifier: any :class:`ExpressionModel`; may be ``None`` when ``classify`` is false.
+        classify: ``False`` for attention-only analysis: the classifier is never called and every
+            face has ``probabilities``, ``label`` and ``confidence`` ``None``.
         margin: crop margin, see :func:`square_crop`.
         decode_ms: time already spent decoding this frame, reported as ``timings.decode`` and
             added to ``timings.total``.
 
     Returns:
-        The :class:`FrameAnalysis`; faces sorted by descending detector score.
+        The :class:`FrameAnalysis`; faces sorted by descending detector score; head pose from
+        the detection's keypoints in frame pixels (``None`` fields without keypoints).
 
     Raises:
-        ValueError: ``rgb`` is not ``uint8 (H, W, 3)``, or the classifier returns an array that
-            is not ``(N, 7)`` for ``N`` crops.
+        ValueError: ``rgb`` is not ``uint8 (H, W, 3)``; ``classify`` is true and ``classifier``
+            is ``None``; or the classifier returns an array that is not ``(N, 7)`` for ``N``
+            crops.
     """
     start = time.perf_counter()
     _check_rgb(rgb)
+    if classify and classifier is None:
+        raise ValueError("classify=True needs a classifier")
     height, width = rgb.shape[:2]
 
     t = time.perf_counter()
@@ -364,14 +398,18 @@ def analyze_frame(
     crops: list[np.ndarray] = []
     for detection in detections:
         try:
-            crops.append(square_crop(rgb, detection.box, margin))
+            crop = square_crop(rgb, detection.box, margin)
         except ValueError:
-            continue  # a degenerate or off-frame box: nothing to classify
+            continue  # a degenerate or off-frame box: nothing to analyse
+        if classify:
+            crops.append(crop)
         kept.append(detection)
+    # Pose from the PIXEL keypoints: normalised ones are clipped and anisotropic.
+    poses = [estimate_head_pose(detection.keypoints) for detection in kept]
     crop_ms = _ms_since(t)
 
     classify_ms = 0.0
-    faces: list[Face] = []
+    rows: list[np.ndarray | None] = [None] * len(kept)
     if crops:
         t = time.perf_counter()
         probabilities = np.asarray(classifier.predict_proba(crops), dtype=np.float32)
@@ -381,18 +419,24 @@ def analyze_frame(
                 f"classifier returned shape {probabilities.shape}, "
                 f"expected ({len(crops)}, {len(EMOTIONS)})"
             )
-        for detection, row in zip(kept, probabilities, strict=True):
-            best = int(np.argmax(row))
-            faces.append(
-                Face(
-                    box=_normalised_box(detection.box, width, height),
-                    score=min(max(float(detection.score), 0.0), 1.0),
-                    probabilities=tuple(float(p) for p in row),
-                    label=EMOTIONS[best],
-                    confidence=float(row[best]),
-                    keypoints=_normalised_keypoints(detection.keypoints, width, height),
-                )
+        rows = list(probabilities)
+
+    faces: list[Face] = []
+    for detection, pose, row in zip(kept, poses, rows, strict=True):
+        best = None if row is None else int(np.argmax(row))
+        faces.append(
+            Face(
+                box=_normalised_box(detection.box, width, height),
+                score=min(max(float(detection.score), 0.0), 1.0),
+                probabilities=None if row is None else tuple(float(p) for p in row),
+                label=None if best is None else EMOTIONS[best],
+                confidence=None if best is None else float(row[best]),
+                keypoints=_normalised_keypoints(detection.keypoints, width, height),
+                yaw_deg=None if pose is None else float(pose.yaw_deg),
+                pitch_deg=None if pose is None else float(pose.pitch_deg),
+                attentive=None if pose is None else bool(pose.attentive),
             )
+        )
 
     timings = Timings(
         decode=float(decode_ms),
@@ -407,8 +451,9 @@ def analyze_frame(
 def analyze_bytes(
     data: bytes,
     detector: FaceDetector,
-    classifier: ExpressionModel,
+    classifier: ExpressionModel | None,
     *,
+    classify: bool = True,
     margin: float = DEFAULT_CROP_MARGIN,
     max_side: int | None = None,
 ) -> FrameAnalysis:
@@ -417,7 +462,9 @@ def analyze_bytes(
     Args:
         data: JPEG/PNG/WebP bytes.
         detector: any :class:`FaceDetector`.
-        classifier: any :class:`ExpressionModel`.
+        classifier: any :class:`ExpressionModel` (``None`` allowed when ``classify`` is false).
+        classify: ``False``: attention only, the classifier is never called (see
+            :func:`analyze_frame`).
         margin: crop margin, see :func:`square_crop`.
         max_side: reject images larger than this many pixels per side (see :func:`decode_image`).
 
@@ -431,4 +478,6 @@ def analyze_bytes(
     start = time.perf_counter()
     rgb = decode_image(data, max_side=max_side)
     decode_ms = _ms_since(start)
-    return analyze_frame(rgb, detector, classifier, margin=margin, decode_ms=decode_ms)
+    return analyze_frame(
+        rgb, detector, classifier, classify=classify, margin=margin, decode_ms=decode_ms
+    )

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import factory
 import numpy as np
+from django.db.models import F
 from django.utils import timezone
 from factory.django import DjangoModelFactory
 from PIL import Image
@@ -23,6 +24,8 @@ from classroom.models import (
     FrameResult,
     Participant,
     SessionReport,
+    TimelineBucket,
+    Track,
     User,
 )
 
@@ -178,3 +181,135 @@ def frame_message(
 ) -> bytes:
     """A binary /ws/stream/ message: 12-byte header + image (a small JPEG by default)."""
     return encode_frame(seq, captured_at_ms, image if image is not None else image_bytes())
+
+
+# --- issue 4: tracks, timeline buckets, and analysed frames stored directly ---------------------
+
+
+class TrackFactory(DjangoModelFactory):
+    """An anonymous face track of a participant (``number`` 1, 2, ... per factory call)."""
+
+    class Meta:
+        model = Track
+
+    participant = factory.SubFactory(ParticipantFactory)
+    number = factory.Sequence(lambda n: n + 1)
+    first_seen_at = factory.LazyFunction(timezone.now)
+    last_seen_at = factory.LazyAttribute(lambda o: o.first_seen_at)
+    last_seq = 1
+    box_x = 0.1
+    box_y = 0.2
+    box_w = 0.3
+    box_h = 0.4
+    hits = 1
+
+
+class TimelineBucketFactory(DjangoModelFactory):
+    class Meta:
+        model = TimelineBucket
+
+    participant = factory.SubFactory(ParticipantFactory)
+    index = 0
+
+
+def face_row(
+    label: str | None = "neutral",
+    smoothed: str | None = "",
+    *,
+    attentive: bool | None = True,
+    yaw_deg: float | None = 0.0,
+    pitch_deg: float | None = 0.0,
+    track: Track | None = None,
+) -> dict:
+    """One face for :func:`store_frame`: raw ``label`` (``None``: no expression computed), the
+    smoothed label (``""``: same as ``label``), head pose and track."""
+    return {
+        "label": label,
+        "smoothed": label if smoothed == "" else smoothed,
+        "attentive": attentive,
+        "yaw_deg": yaw_deg,
+        "pitch_deg": pitch_deg,
+        "track": track,
+    }
+
+
+def _probabilities(label: str) -> list[float]:
+    probabilities = [0.01] * len(EXPRESSIONS)
+    probabilities[EXPRESSIONS.index(label)] = 1 - 0.01 * (len(EXPRESSIONS) - 1)
+    return probabilities
+
+
+def store_frame(
+    participant: Participant,
+    seq: int,
+    faces=(),
+    *,
+    received_at=None,
+    lag_ms: float = 40.0,
+    captured_at=None,
+) -> FrameResult:
+    """Store one analysed frame with the ORM as issue 4's ``record_frame_result`` does.
+
+    Creates the ``FrameResult`` and its ``FaceObservation`` rows (raw and smoothed labels, pose,
+    track), adds the frame to the participant's ``TimelineBucket`` of its arrival time (index
+    ``floor((received_at - started_at) / 5 s)``, smoothed labels counted) and increments
+    ``Participant.frames_analysed``. Independent of ``classroom.services``.
+
+    Args:
+        participant: a participant of a started session.
+        seq: frame sequence number.
+        faces: :func:`face_row` dicts.
+        received_at: arrival time (aware); default now.
+        lag_ms: analysed_at - received_at.
+        captured_at: client capture time (aware) or None.
+    """
+    received_at = received_at or timezone.now()
+    frame = FrameResult.objects.create(
+        participant=participant,
+        seq=seq,
+        captured_at=captured_at,
+        received_at=received_at,
+        analysed_at=received_at + timedelta(milliseconds=lag_ms),
+        face_count=len(faces),
+        width=640,
+        height=480,
+        timings_ms={"total": 8.0},
+    )
+    for i, face in enumerate(faces):
+        label, smoothed = face["label"], face["smoothed"]
+        FaceObservation.objects.create(
+            frame=frame,
+            index=i,
+            track=face["track"],
+            box_x=0.1,
+            box_y=0.2,
+            box_w=0.2,
+            box_h=0.3,
+            score=0.9,
+            label=label,
+            confidence=None if label is None else max(_probabilities(label)),
+            probabilities=None if label is None else _probabilities(label),
+            smoothed_label=smoothed,
+            smoothed_probabilities=None if smoothed is None else _probabilities(smoothed),
+            yaw_deg=face["yaw_deg"],
+            pitch_deg=face["pitch_deg"],
+            attentive=face["attentive"],
+        )
+    started_at = participant.session.started_at
+    index = max(0, int((received_at - started_at).total_seconds() // 5))
+    bucket, _ = TimelineBucket.objects.get_or_create(participant=participant, index=index)
+    increments = {
+        "frames": F("frames") + 1,
+        "face_sum": F("face_sum") + len(faces),
+        "pose_faces": F("pose_faces") + sum(f["attentive"] is not None for f in faces),
+        "attentive_faces": F("attentive_faces") + sum(f["attentive"] is True for f in faces),
+    }
+    for label in EXPRESSIONS:
+        count = sum(f["smoothed"] == label for f in faces)
+        if count:
+            increments[label] = F(label) + count
+    TimelineBucket.objects.filter(pk=bucket.pk).update(**increments)
+    Participant.objects.filter(pk=participant.pk).update(
+        frames_analysed=F("frames_analysed") + 1, last_seen_at=received_at
+    )
+    return frame

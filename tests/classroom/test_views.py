@@ -1,7 +1,9 @@
 """Web pages of the classroom app, through the Django test client.
 
 Users and sessions are created through the model manager and ``classroom.services`` (the same
-writes the app uses), results through ``services.record_frame_result`` as the worker would.
+writes the app uses); analysed frames are stored with ``factories.store_frame`` (the rows that
+``services.record_frame_result`` writes: frames, faces with raw and smoothed labels and head
+pose, timeline buckets, counters).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import uuid
 import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
+from factories import TrackFactory, face_row, store_frame
 
 from classroom import services
 from classroom.choices import EXPRESSIONS
@@ -61,27 +64,6 @@ def live(draft, teacher):
 def teacher_client(client, teacher):
     client.force_login(teacher)
     return client
-
-
-def face(label: str, x: float = 0.1) -> dict:
-    probabilities = [0.01] * len(EXPRESSIONS)
-    probabilities[EXPRESSIONS.index(label)] = 1 - 0.01 * (len(EXPRESSIONS) - 1)
-    return {
-        "box": [x, 0.2, 0.2, 0.3],
-        "score": 0.9,
-        "probabilities": probabilities,
-        "label": label,
-        "confidence": max(probabilities),
-    }
-
-
-def result(*labels: str) -> dict:
-    return {
-        "width": 640,
-        "height": 480,
-        "faces": [face(label, 0.1 + 0.2 * i) for i, label in enumerate(labels)],
-        "timings_ms": {"decode": 1.0, "detect": 5.0, "crop": 0.2, "classify": 2.0, "total": 8.2},
-    }
 
 
 def join(client, code: str, name: str = "Alan", consent: bool = True):
@@ -184,23 +166,46 @@ def test_session_list_json_filters_by_code(teacher_client, draft, teacher):
 
 def test_create_session(teacher_client, teacher):
     response = teacher_client.post(
-        reverse("classroom:session_create"), {"title": "  History  ", "frame_interval_s": "1.5"}
+        reverse("classroom:session_create"),
+        {"title": "  History  ", "frame_interval_s": "1.5", "analysis": "expression"},
     )
     session = teacher.class_sessions.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("classroom:session_detail", args=[session.pk])
     assert (session.title, session.frame_interval_s, session.status) == ("History", 1.5, "draft")
+    assert session.analysis == "expression"
 
 
-def test_create_session_defaults_to_one_second(teacher_client):
+def test_create_session_defaults_to_one_second_and_expressions(teacher_client):
     response = teacher_client.get(reverse("classroom:session_create"))
-    assert re.search(rb'name="frame_interval_s"[^>]*value="1.0"', response.content)
+    content = response.content.decode()
+    assert re.search(r'name="frame_interval_s"[^>]*value="1.0"', content)
+    assert re.search(r'<option value="expression" selected>', content)
+    assert '<option value="attention">Attention only (no expressions)</option>' in content
+    assert "no expression is computed, stored or shown" in content  # help text
+
+
+def test_create_attention_only_session(teacher_client, teacher):
+    data = {"title": "Exam", "frame_interval_s": "1", "analysis": "attention"}
+    assert teacher_client.post(reverse("classroom:session_create"), data).status_code == 302
+    assert teacher.class_sessions.get().analysis == "attention"
+    listing = teacher_client.get(reverse("classroom:session_list_json")).json()
+    assert listing["sessions"][0]["analysis"] == "attention"
+
+
+def test_create_session_rejects_unknown_analysis(teacher_client, teacher):
+    data = {"title": "Exam", "frame_interval_s": "1", "analysis": "emotions"}
+    response = teacher_client.post(reverse("classroom:session_create"), data)
+    assert response.status_code == 200
+    assert response.context["form"].errors["analysis"]
+    assert not teacher.class_sessions.exists()
 
 
 @pytest.mark.parametrize("interval", ["0.1", "11", "abc"])
 def test_create_session_rejects_bad_interval(teacher_client, teacher, interval):
     response = teacher_client.post(
-        reverse("classroom:session_create"), {"title": "History", "frame_interval_s": interval}
+        reverse("classroom:session_create"),
+        {"title": "History", "frame_interval_s": interval, "analysis": "expression"},
     )
     assert response.status_code == 200
     assert response.context["form"].errors["frame_interval_s"]
@@ -337,6 +342,7 @@ def test_student_page_and_config(client, live):
         "status": "live",
         "join_code": live.join_code,
         "frame_interval_s": 2.0,
+        "analysis": "expression",
     }
     assert config["ws_path"] == "/ws/stream/"
     assert config["max_width_px"] == {"webcam": 640, "screen": 1280}
@@ -359,9 +365,9 @@ def finished(live, teacher):
     """An ended session with two participants and three analysed frames."""
     alan = services.join_session(code=live.join_code, display_name="Alan", consent=True)
     eve = services.join_session(code=live.join_code, display_name="=HYPERLINK(1)", consent=True)
-    services.record_frame_result(participant_id=alan.pk, seq=1, result=result("happy", "happy"))
-    services.record_frame_result(participant_id=alan.pk, seq=2, result=result("happy", "sad"))
-    services.record_frame_result(participant_id=eve.pk, seq=1, result=result("neutral"))
+    store_frame(alan, 1, [face_row("happy"), face_row("happy")])
+    store_frame(alan, 2, [face_row("happy"), face_row("sad")])
+    store_frame(eve, 1, [face_row("neutral")])
     services.end_session(live, by=teacher)
     live.refresh_from_db()
     return live
@@ -408,11 +414,12 @@ def test_export_csv_timeline(teacher_client, finished):
         reverse("classroom:session_export_csv", args=[finished.pk]), {"table": "timeline"}
     )
     rows = list(csv.reader(io.StringIO(response.content.decode())))
-    assert rows[0] == ["t", "faces", *EXPRESSIONS]
+    assert rows[0] == ["t", "faces", "attention", *EXPRESSIONS]
     [point] = rows[1:]  # everything happened within the first 5-s bucket
     # faces visible: per participant the mean face count of its frames (2, 1), summed
     assert point[1] == "3"
-    assert float(point[2 + EXPRESSIONS.index("happy")]) == pytest.approx(0.6)
+    assert float(point[2]) == 1.0  # every face attentive
+    assert float(point[3 + EXPRESSIONS.index("happy")]) == pytest.approx(0.6)
 
     bad = teacher_client.get(
         reverse("classroom:session_export_csv", args=[finished.pk]), {"table": "x"}
@@ -431,3 +438,104 @@ def test_export_json(teacher_client, finished):
     assert data["mix"]["happy"] == pytest.approx(0.6)
     assert [p["display_name"] for p in data["participants"]] == ["Alan", "=HYPERLINK(1)"]
     assert not re.search(r"base64|jpeg|pixels", response.content.decode(), re.I)
+
+
+def test_export_json_has_raw_and_smoothed_mix(teacher_client, live, teacher):
+    alan = services.join_session(code=live.join_code, display_name="Alan", consent=True)
+    store_frame(alan, 1, [face_row("sad", "happy"), face_row("happy")])
+    data = teacher_client.get(reverse("classroom:session_export_json", args=[live.pk])).json()
+    assert data["analysis"] == "expression"
+    assert data["mix"]["happy"] == 1.0  # smoothed: happy, happy
+    assert data["mix_raw"]["happy"] == 0.5 and data["mix_raw"]["sad"] == 0.5
+    assert data["participants"][0]["mix_raw"]["sad"] == 0.5
+
+
+def test_export_csv_faces(teacher_client, live):
+    alan = services.join_session(code=live.join_code, display_name="Alan", consent=True)
+    track = TrackFactory(participant=alan, number=1)
+    store_frame(alan, 1, [face_row("sad", "happy", attentive=False, yaw_deg=35.0, track=track)])
+    store_frame(alan, 2, [face_row("happy", track=track), face_row("fear", attentive=None)])
+    response = teacher_client.get(
+        reverse("classroom:session_export_csv", args=[live.pk]), {"table": "faces"}
+    )
+    assert response.status_code == 200
+    assert response["Content-Disposition"].endswith('-faces.csv"')
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert len(rows) == 3
+    first = rows[0]
+    assert (first["participant_id"], first["seq"], first["face_index"]) == (str(alan.pk), "1", "0")
+    assert (first["label"], first["smoothed_label"], first["track"]) == ("sad", "happy", "1")
+    assert (first["yaw_deg"], first["attentive"]) == ("35.0", "False")
+    assert float(first["smoothed_confidence"]) == pytest.approx(0.94)
+    assert rows[2]["track"] == "" and rows[2]["attentive"] == ""
+
+
+def test_board_shows_attention_lag_p95_and_dropped_frames_with_warning(
+    teacher_client, live, teacher
+):
+    alan = services.join_session(code=live.join_code, display_name="Alan", consent=True)
+    store_frame(alan, 1, [face_row("happy"), face_row("sad", attentive=False)], lag_ms=1500)
+    Participant.objects.filter(pk=alan.pk).update(frames_received=3, frames_dropped=2)
+    response = teacher_client.get(reverse("classroom:session_detail", args=[live.pk]))
+    content = response.content.decode()
+    snapshot = response.context["snapshot"]
+    assert snapshot["full"] is True and snapshot["frames_dropped"] == 2
+    assert re.search(r'id="attention"[^>]*>50 %<', content)
+    assert re.search(r'id="lag"[^>]*>1500 ms<', content)
+    assert re.search(r'id="lag-p95">1500 ms<', content)
+    assert re.search(r'id="frames-dropped"[^>]*>2<', content)
+    # both tiles in the warning colour, each with a sentence saying why
+    assert re.search(r'class="tile tile-warn" id="lag-tile"', content)
+    assert re.search(r'class="tile tile-warn" id="dropped-tile"', content)
+    assert re.search(r'id="lag-warn">', content) and re.search(r'id="dropped-warn">', content)
+    assert "Expression mix, last 10 s (smoothed)" in content
+
+
+def test_board_without_drops_or_lag_has_no_warning(teacher_client, live):
+    content = teacher_client.get(reverse("classroom:session_detail", args=[live.pk])).content
+    assert b"tile-warn" not in content
+    assert re.search(rb'id="lag-warn" hidden', content)
+    assert re.search(rb'id="dropped-warn" hidden', content)
+
+
+#: Any expression name as a word (the join code alphabet and hex UUIDs cannot spell one).
+LABEL_WORDS = re.compile(r"\b(" + "|".join(EXPRESSIONS) + r")\b", re.I)
+
+
+def test_attention_only_session_shows_no_expression_anywhere(teacher_client, teacher):
+    session = services.create_session(teacher=teacher, title="Exam", analysis="attention")
+    services.start_session(session, by=teacher)
+    alan = services.join_session(code=session.join_code, display_name="Alan", consent=True)
+    track = TrackFactory(participant=alan, number=1)
+    store_frame(alan, 1, [face_row(None, None, attentive=True, track=track)])
+    store_frame(alan, 2, [face_row(None, None, attentive=False, yaw_deg=50.0, track=track)])
+
+    board = teacher_client.get(reverse("classroom:session_detail", args=[session.pk]))
+    assert board.context["snapshot"]["attention"] == 0.5
+    assert 'id="mix-chart"' not in board.content.decode()
+    assert 'id="attention"' in board.content.decode()
+    services.end_session(session, by=teacher)
+    report = teacher_client.get(reverse("classroom:session_report", args=[session.pk]))
+    assert report.context["report"]["attention"] == 0.5
+    assert 'id="mix-chart"' not in report.content.decode()
+    responses = {
+        "board": board.content.decode(),
+        "report": report.content.decode(),
+        "json": teacher_client.get(
+            reverse("classroom:session_export_json", args=[session.pk])
+        ).content.decode(),
+    }
+    for table in ("participants", "timeline", "faces"):
+        response = teacher_client.get(
+            reverse("classroom:session_export_csv", args=[session.pk]), {"table": table}
+        )
+        body = response.getvalue() if response.streaming else response.content
+        responses[table] = body.decode()
+    for name, body in responses.items():
+        assert not LABEL_WORDS.search(body), (name, LABEL_WORDS.search(body))
+        assert "probabilit" not in body.lower() and "confidence" not in body, name
+    header = responses["faces"].splitlines()[0].split(",")
+    assert header[-3:] == ["yaw_deg", "pitch_deg", "attentive"]
+    assert responses["participants"].splitlines()[0].split(",")[-1] == "attention"
+    assert responses["timeline"].splitlines()[0] == "t,faces,attention"
+    assert json.loads(responses["json"])["totals"]["tracks"] == 1

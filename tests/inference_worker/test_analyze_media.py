@@ -12,10 +12,21 @@ from django.core.management import CommandError, call_command
 from worker_fakes import TINY_CLASSIFIER
 
 from inference_worker.management.commands.analyze_media import summarize
-from inference_worker.pipeline import FrameAnalysis
+from inference_worker.pipeline import Face, FrameAnalysis
 from ml.labels import EMOTIONS
 
 pytestmark = pytest.mark.slow
+
+FACE_KEYS = {
+    "box",
+    "score",
+    "probabilities",
+    "label",
+    "confidence",
+    "yaw_deg",
+    "pitch_deg",
+    "attentive",
+}
 
 
 def _run(*args: str) -> tuple[str, str]:
@@ -27,7 +38,7 @@ def _run(*args: str) -> tuple[str, str]:
 
 
 def _check_summary(summary: dict, frames: int) -> None:
-    assert set(summary) == {"frames", "faces", "faces_per_frame", "expressions"}
+    assert set(summary) == {"frames", "faces", "faces_per_frame", "expressions", "attention"}
     assert summary["frames"] == frames
     assert type(summary["faces"]) is int
     assert summary["faces_per_frame"] == pytest.approx(summary["faces"] / frames)
@@ -48,19 +59,43 @@ def test_json_output_on_the_webcam_photo(webcam_photo):
     assert (frame["width"], frame["height"]) == (1000, 1000)
     assert len(frame["faces"]) == 4
     for face in frame["faces"]:
-        assert set(face) == {"box", "score", "probabilities", "label", "confidence"}
+        assert set(face) == FACE_KEYS
+        # Four people looking into their webcams: a head pose each, all facing the screen.
+        assert -30.0 < face["yaw_deg"] < 30.0 and -25.0 < face["pitch_deg"] < 25.0
+        assert face["attentive"] is True
     assert set(frame["timings_ms"]) == {"decode", "detect", "crop", "classify", "total"}
     assert set(last) == {"file", "summary"} and last["file"] == str(webcam_photo)
     _check_summary(last["summary"], frames=1)
     assert last["summary"]["faces"] == 4
     assert last["summary"]["faces_per_frame"] == 4.0
+    assert last["summary"]["attention"] == 1.0
+
+
+def test_attention_analysis_runs_no_classifier(webcam_photo, monkeypatch):
+    from inference_worker import runtime
+
+    def no_classifier(*args, **kwargs):
+        raise AssertionError("attention analysis must not load the classifier")
+
+    monkeypatch.setattr(runtime, "get_classifier", no_classifier)
+    out, _ = _run(str(webcam_photo), "--json", "--analysis", "attention", "--source", "webcam")
+    frame, last = [json.loads(line) for line in out.strip().splitlines()]
+    assert len(frame["faces"]) == 4
+    for face in frame["faces"]:
+        assert (face["probabilities"], face["label"], face["confidence"]) == (None, None, None)
+        assert face["attentive"] is True
+    assert frame["timings_ms"]["classify"] == 0.0
+    assert last["summary"]["expressions"] == {} and last["summary"]["attention"] == 1.0
+    text, _ = _run(str(webcam_photo), "--analysis", "attention", "--source", "webcam")
+    assert text.count(" attentive  (detector") == 4 and "attentive: 100%" in text
 
 
 def test_text_output_lists_faces_and_a_summary(webcam_photo):
     out, _ = _run(str(webcam_photo))
     assert "4 face(s)" in out
     assert out.count("  face ") == 4
-    assert "faces/frame" in out and "expressions:" in out
+    assert out.count(" yaw ") == 4 and out.count(" pitch ") == 4
+    assert "faces/frame" in out and "expressions:" in out and "attentive: 100%" in out
 
 
 def test_video_is_sampled_at_the_requested_rate(webcam_photo, tmp_path):
@@ -93,9 +128,10 @@ def test_files_use_the_room_detector_unless_told_otherwise(group_photo, monkeypa
     sources = []
     real = runtime.get_detector
 
-    def spy(kind=None, *, source=None):
+    def spy(*args, source=None, kind=None):
+        assert not args  # by keyword: a kind in first position would be read as a source
         sources.append(source)
-        return real(kind, source=source)
+        return real(source=source, kind=kind)
 
     monkeypatch.setattr(runtime, "get_detector", spy)
     room, _ = _run(str(group_photo), "--json")
@@ -139,5 +175,38 @@ def test_summary_of_no_face_has_no_expressions():
         "faces": 0,
         "faces_per_frame": 0.0,
         "expressions": {},
+        "attention": None,
     }
     assert summarize([])["faces_per_frame"] == 0.0
+
+
+def _face(label, attentive):
+    probabilities = None if label is None else tuple(float(x == label) for x in EMOTIONS)
+    return Face(
+        box=(0.1, 0.1, 0.2, 0.2),
+        score=0.9,
+        probabilities=probabilities,
+        label=label,
+        confidence=None if label is None else 1.0,
+        yaw_deg=None if attentive is None else 0.0,
+        pitch_deg=None if attentive is None else 0.0,
+        attentive=attentive,
+    )
+
+
+def test_summary_counts_attention_over_faces_with_a_pose():
+    frames = [
+        FrameAnalysis(width=10, height=10, faces=(_face("happy", True), _face("sad", False))),
+        FrameAnalysis(width=10, height=10, faces=(_face("happy", None), _face("happy", True))),
+    ]
+    summary = summarize(frames)
+    assert summary["faces"] == 4 and summary["faces_per_frame"] == 2.0
+    assert summary["attention"] == pytest.approx(2 / 3)
+    assert summary["expressions"]["happy"] == pytest.approx(0.75)
+
+
+def test_summary_of_attention_only_faces_has_no_expressions():
+    frames = [FrameAnalysis(width=10, height=10, faces=(_face(None, True), _face(None, False)))]
+    summary = summarize(frames)
+    assert summary["faces"] == 2 and summary["expressions"] == {}
+    assert summary["attention"] == 0.5

@@ -250,3 +250,38 @@ def test_sources_go_from_fastest_to_most_thorough():
     assert source_settings(" Room ") == SOURCE_SETTINGS["room"]
     with pytest.raises(ValueError):
         source_settings("drone")
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "settings"),
+    [
+        (200, 120, TilingSettings(whole_frame=False, grids=(TileGrid(2, 2),), min_tile_side=192)),
+        (2000, 1000, TilingSettings(whole_frame=False, grids=(TileGrid(2, 2),), max_side=1000)),
+        (
+            2000,
+            1000,
+            TilingSettings(
+                whole_frame=False, grids=(TileGrid(3, 3),), max_side=1000, min_tile_side=400
+            ),
+        ),
+    ],
+)
+def test_every_keypoint_is_mapped_back_to_frame_pixels(width, height, settings):
+    """Tiles that are cropped, downscaled and upscaled all give keypoints in FRAME pixels."""
+    x, y, side = int(width * 0.6), int(height * 0.55), max(10, width // 50)
+    found = TiledFaceDetector(BlobDetector(), settings).detect(
+        _frame(width, height, [(x, y, side)])
+    )
+    assert len(found) == 1
+    c = x + side / 2
+    expected = [
+        (x, y),
+        (x + side, y),
+        (c, y + side / 2),
+        (c, y + side / 2),
+        (x, y + side),
+        (x + side, y + side),
+    ]
+    tolerance = 0.1 * side  # resampling blurs the blob's edges by a pixel or two
+    for got, want in zip(found[0].keypoints, expected, strict=True):
+        assert got == pytest.approx(want, abs=tolerance)

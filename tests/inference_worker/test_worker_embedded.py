@@ -46,6 +46,8 @@ worker = embedded.start_embedded_worker()
 again = embedded.start_embedded_worker()
 
 ok, buf = cv2.imencode(".jpg", np.full((48, 64, 3), 100, np.uint8))
+import time
+received_ms = time.time() * 1000.0  # now: an older frame would be dropped as stale
 frame_b64 = base64.b64encode(buf.tobytes()).decode()
 
 def send():  # from another thread, by name, as classroom.dispatch does
@@ -53,7 +55,7 @@ def send():  # from another thread, by name, as classroom.dispatch does
     app.send_task(
         "inference_worker.tasks.analyze_frame_task",
         kwargs={"participant_id": 3, "seq": 1, "frame_b64": frame_b64,
-                "captured_at": 1.0, "received_at": 2.0},
+                "captured_at": 1.0, "received_at": received_ms},
         queue="inference", expires=10, kwargsrepr="{participant_id, seq, <frame>}",
     )
 
@@ -68,6 +70,7 @@ print(json.dumps({
     "probe_thread": probe_seen.get("thread"),
     "frame": [{k: v for k, v in r.items() if k != "result"} | {"faces": len(r["result"]["faces"])}
               for r in recorded] if got_frame else None,
+    "received_ms": received_ms,
     "stopped": stopped,
     "polling_interval": app.conf.broker_transport_options.get("polling_interval"),
 }))
@@ -81,7 +84,13 @@ def test_embedded_worker_consumes_tasks_sent_by_name():
     assert report["probe"] == 42
     assert report["probe_thread"] == "celery-embedded"
     assert report["frame"] == [
-        {"participant_id": 3, "seq": 1, "captured_at": 1.0, "received_at": 2.0, "faces": 1}
+        {
+            "participant_id": 3,
+            "seq": 1,
+            "captured_at": 1.0,
+            "received_at": report["received_ms"],
+            "faces": 1,
+        }
     ]
     assert report["stopped"] is True
     assert report["polling_interval"] == pytest.approx(0.05)

@@ -25,3 +25,29 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in %r)))
 def test_importing_the_worker_loads_no_tensorflow_or_mediapipe():
     loaded = run_django_script(SCRIPT % (HEAVY,))
     assert loaded == [], f"heavy modules imported: {loaded}"
+
+
+CPU_PATH_SCRIPT = """
+import json, sys
+import django
+django.setup()
+from django.conf import settings
+assert settings.ENGAGEMENT_CLASSIFIER_BACKEND == "litert"
+from inference_worker import pipeline, runtime
+data = open(%r, "rb").read()
+for source in ("webcam", "screen"):
+    analysis = pipeline.analyze_bytes(data, runtime.get_detector(source), runtime.get_classifier())
+    assert analysis.face_count == 4, analysis.face_count
+    assert all(f.label is not None and f.attentive is not None for f in analysis.faces)
+print(json.dumps({
+    "mediapipe": "mediapipe" in sys.modules,
+    "heavy": sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")),
+}))
+"""
+
+
+def test_cpu_worker_detects_and_classifies_a_real_frame_without_tensorflow(webcam_photo):
+    """The CPU path (MediaPipe BlazeFace + LiteRT classifier) never imports TensorFlow."""
+    loaded = run_django_script(CPU_PATH_SCRIPT % (str(webcam_photo),))
+    assert loaded["mediapipe"] is True  # the real detector ran
+    assert loaded["heavy"] == [], f"TensorFlow/Keras imported: {loaded['heavy']}"

@@ -23,6 +23,16 @@ from inference_worker.pipeline import (
 from ml.labels import EMOTIONS
 
 TIMING_KEYS = {"decode", "detect", "crop", "classify", "total"}
+FACE_KEYS = {
+    "box",
+    "score",
+    "probabilities",
+    "label",
+    "confidence",
+    "yaw_deg",
+    "pitch_deg",
+    "attentive",
+}
 
 
 def _frame(height: int = 100, width: int = 200) -> np.ndarray:
@@ -133,7 +143,8 @@ def test_to_dict_has_exactly_the_contract_schema(fake_detector, fake_classifier)
     assert set(result) == {"width", "height", "faces", "timings_ms"}
     assert type(result["width"]) is int and type(result["height"]) is int
     (face,) = result["faces"]
-    assert set(face) == {"box", "score", "probabilities", "label", "confidence"}
+    assert set(face) == FACE_KEYS
+    assert face["yaw_deg"] is None and face["attentive"] is None  # the fake has no keypoints
     assert len(face["box"]) == 4 and all(type(v) is float for v in face["box"])
     assert len(face["probabilities"]) == 7 and all(type(v) is float for v in face["probabilities"])
     assert type(face["score"]) is float and type(face["confidence"]) is float
@@ -298,3 +309,74 @@ def test_pipeline_module_is_pure():
     source = open(pipeline.__file__, encoding="utf-8").read()
     for name in ("django", "celery", "mediapipe", "tensorflow", "keras", "classroom"):
         assert f"import {name}" not in source and f"from {name}" not in source
+
+
+# --- head pose and attention-only analysis (issue 4) --------------------------------------------
+
+# A frontal face in pixels (right eye, left eye, nose, mouth, right ear, left ear): the nose sits
+# halfway between the ears and the eyes, at the frontal ratio between eye line and mouth.
+FRONTAL = ((80.0, 50.0), (120.0, 50.0), (100.0, 65.0), (100.0, 80.0), (60.0, 55.0), (140.0, 55.0))
+
+
+def _turned(dx: float) -> tuple[tuple[float, float], ...]:
+    nose = (FRONTAL[2][0] + dx, FRONTAL[2][1])
+    return FRONTAL[:2] + (nose,) + FRONTAL[3:]
+
+
+def test_faces_with_keypoints_get_a_head_pose_in_the_result(fake_classifier):
+    detector = FakeDetector(
+        [
+            Detection(box=(60.0, 30.0, 80.0, 80.0), score=0.9, keypoints=FRONTAL),
+            Detection(box=(60.0, 30.0, 80.0, 80.0), score=0.8, keypoints=_turned(60.0)),
+            Detection(box=(10.0, 10.0, 30.0, 30.0), score=0.7),
+        ]
+    )
+    analysis = analyze_frame(_frame(200, 300), detector, fake_classifier)
+    front, turned, bare = analysis.to_dict()["faces"]
+    assert front["yaw_deg"] == pytest.approx(0.0, abs=1e-9)
+    assert abs(front["pitch_deg"]) < 1.0 and front["attentive"] is True
+    assert turned["yaw_deg"] > 45.0 and turned["attentive"] is False  # nose moved to the right
+    assert (bare["yaw_deg"], bare["pitch_deg"], bare["attentive"]) == (None, None, None)
+    assert type(front["yaw_deg"]) is float and type(front["attentive"]) is bool
+
+
+def test_head_pose_uses_pixel_keypoints_not_the_normalised_ones(fake_classifier):
+    # The same face in a very wide frame: normalised x shrinks, pixel geometry does not.
+    detector = FakeDetector(
+        [Detection(box=(60.0, 30.0, 80.0, 80.0), score=0.9, keypoints=_turned(10.0))]
+    )
+    narrow = analyze_frame(_frame(200, 300), detector, fake_classifier).faces[0]
+    wide = analyze_frame(_frame(200, 3000), detector, fake_classifier).faces[0]
+    assert narrow.yaw_deg == pytest.approx(wide.yaw_deg)
+    assert narrow.yaw_deg > 0
+
+
+def test_attention_only_never_calls_the_classifier(fake_classifier):
+    detector = FakeDetector([Detection(box=(60.0, 30.0, 80.0, 80.0), score=0.9, keypoints=FRONTAL)])
+    analysis = analyze_frame(_frame(200, 300), detector, fake_classifier, classify=False)
+    assert fake_classifier.calls == []
+    assert analysis.timings.classify == 0.0
+    (face,) = analysis.to_dict()["faces"]
+    assert set(face) == FACE_KEYS
+    assert (face["probabilities"], face["label"], face["confidence"]) == (None, None, None)
+    assert face["attentive"] is True
+    assert json.loads(json.dumps(face)) == face
+
+
+def test_attention_only_needs_no_classifier_at_all():
+    detector = FakeDetector([Detection(box=(60.0, 30.0, 80.0, 80.0), score=0.9, keypoints=FRONTAL)])
+    analysis = analyze_bytes(_png(_frame(200, 300)), detector, None, classify=False)
+    assert analysis.face_count == 1 and analysis.faces[0].label is None
+    with pytest.raises(ValueError, match="classifier"):
+        analyze_frame(_frame(), detector, None)
+
+
+def test_attention_only_still_drops_off_frame_detections(fake_classifier):
+    detector = FakeDetector(
+        [
+            Detection(box=(500.0, 500.0, 20.0, 20.0), score=0.9),
+            Detection(box=(10.0, 10.0, 20.0, 20.0), score=0.5),
+        ]
+    )
+    analysis = analyze_frame(_frame(100, 200), detector, fake_classifier, classify=False)
+    assert analysis.face_count == 1 and analysis.faces[0].score == pytest.approx(0.5)

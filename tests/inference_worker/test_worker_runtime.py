@@ -136,9 +136,128 @@ def test_shipped_model_labels_at_least_three_of_the_four_posed_expressions(webca
     assert len(correct) >= 3, f"expected {POSED}, got {got}"
 
 
-def test_unknown_detector_source_is_an_error(fresh_runtime):
-    with pytest.raises(ValueError, match="source"):
-        runtime.get_detector("full", source="drone")
+def test_unknown_detector_source_is_an_error_naming_the_valid_ones(fresh_runtime):
+    for call in (
+        lambda: runtime.get_detector("drone"),
+        lambda: runtime.get_detector(source="drone"),
+        lambda: runtime.get_detector("full", source="drone"),
+    ):
+        with pytest.raises(ValueError, match="source") as info:
+            call()
+        assert all(name in str(info.value) for name in ("webcam", "screen", "room"))
+
+
+def test_a_source_given_twice_is_an_error(fresh_runtime):
+    with pytest.raises(ValueError, match="twice"):
+        runtime.get_detector("screen", source="room")
+    with pytest.raises(ValueError, match="twice"):
+        runtime.get_detector("full", kind="short")
+
+
+@pytest.mark.slow
+def test_detectors_are_cached_per_source(fresh_runtime):
+    from inference_worker.detection import SOURCE_SETTINGS, TiledFaceDetector
+
+    webcam = runtime.get_detector("webcam")
+    assert runtime.get_detector() is webcam and runtime.get_detector(source="webcam") is webcam
+    assert isinstance(webcam, runtime.MediaPipeFaceDetector)  # one fast whole-frame pass
+    screen, room = runtime.get_detector("screen"), runtime.get_detector("room")
+    assert runtime.get_detector("screen") is screen and runtime.get_detector("room") is room
+    assert screen.settings == SOURCE_SETTINGS["screen"] and room.settings == SOURCE_SETTINGS["room"]
+    assert isinstance(screen, TiledFaceDetector) and screen.settings.passes == 5
+    assert room.settings.passes > screen.settings.passes  # the most thorough
+    # Legacy spelling: a detector kind in first position.
+    assert runtime.get_detector("full") is webcam
+
+
+@pytest.mark.slow
+def test_detectors_are_forgotten_in_a_forked_child(fresh_runtime):
+    import os
+
+    parent = runtime.get_detector("webcam")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        ok = not runtime._detectors and not runtime._classifiers
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert runtime.get_detector("webcam") is parent  # the parent keeps its own
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["webcam", "screen", "room"])
+def test_every_source_keeps_keypoints_in_frame_pixels(webcam_photo, source, fresh_runtime):
+    rgb = decode_image(webcam_photo.read_bytes())
+    detections = runtime.get_detector(source).detect(rgb)
+    assert len(detections) == 4
+    for det in detections:
+        x, y, w, h = det.box
+        assert det.keypoints is not None and len(det.keypoints) == 6
+        for kx, ky in det.keypoints[:4]:  # eyes, nose, mouth inside the face box
+            assert x <= kx <= x + w and y <= ky <= y + h
+        (rx, _), (lx, _) = det.keypoints[:2]
+        assert rx < lx  # the subject's right eye on the image's left
+
+
+def test_classifier_backend_comes_from_the_setting(settings):
+    settings.ENGAGEMENT_CLASSIFIER_BACKEND = "keras"
+    assert runtime.classifier_backend() == "keras"
+    assert runtime.classifier_backend("litert") == "litert"
+    settings.ENGAGEMENT_CLASSIFIER_BACKEND = "onnx"
+    with pytest.raises(ImproperlyConfigured, match="ENGAGEMENT_CLASSIFIER_BACKEND"):
+        runtime.classifier_backend()
+
+
+def test_classifier_path_follows_the_backend(settings, tmp_path):
+    from ml.inference import SHIPPED_MODEL
+
+    settings.ENGAGEMENT_CLASSIFIER_PATH = ""
+    assert runtime.classifier_path(backend="litert") is None
+    assert runtime.classifier_path(backend="keras") == str(SHIPPED_MODEL.with_suffix(".keras"))
+    assert runtime.classifier_path(tmp_path, backend="keras") == str(
+        tmp_path / "expression_cnn.keras"
+    )
+    with pytest.raises(ImproperlyConfigured, match="keras"):
+        runtime.classifier_path(TINY_CLASSIFIER, backend="keras")
+    with pytest.raises(ImproperlyConfigured, match="litert"):
+        runtime.classifier_path(tmp_path / "model.keras", backend="litert")
+
+
+def test_batching_is_off_by_default_and_on_by_setting(settings, fresh_runtime):
+    settings.ENGAGEMENT_CLASSIFIER_PATH = str(TINY_CLASSIFIER)
+    settings.ENGAGEMENT_BATCH_MAX_SIZE = 0
+    plain = runtime.get_classifier()
+    assert not isinstance(plain, runtime.BatchingClassifier)
+    settings.ENGAGEMENT_BATCH_MAX_SIZE = 16
+    settings.ENGAGEMENT_BATCH_MAX_WAIT_MS = 2.0
+    batching = runtime.get_classifier()
+    assert isinstance(batching, runtime.BatchingClassifier)
+    assert (batching.max_batch_size, batching.max_wait_ms) == (16, 2.0)
+    assert runtime.get_classifier() is batching
+    crops = [np.full((30, 30, 3), v, np.uint8) for v in (0, 120, 255)]
+    np.testing.assert_allclose(batching.predict_proba(crops), plain.predict_proba(crops), atol=1e-6)
+    settings.ENGAGEMENT_BATCH_MAX_SIZE = -1
+    with pytest.raises(ImproperlyConfigured, match="ENGAGEMENT_BATCH_MAX_SIZE"):
+        runtime.get_classifier()
+
+
+@pytest.mark.slow
+def test_keras_backend_matches_the_litert_model(settings, fresh_runtime, webcam_photo):
+    """The GPU workers' back end (TensorFlow, one tf.function) on the shipped model: same answers."""
+    settings.ENGAGEMENT_CLASSIFIER_PATH = ""
+    rgb = decode_image(webcam_photo.read_bytes())
+    crops = [rgb[y : y + 500, x : x + 500] for y in (0, 500) for x in (0, 500)]
+    keras_model = runtime.get_classifier(backend="keras")
+    assert keras_model.backend == "keras"
+    assert type(keras_model._backend._fn).__name__ == "Function"  # a tf.function, not predict
+    litert_model = runtime.get_classifier(backend="litert")
+    assert litert_model.backend == "tflite"
+    got, want = keras_model.predict_proba(crops), litert_model.predict_proba(crops)
+    assert got.shape == (4, 7)
+    np.testing.assert_allclose(got, want, atol=0.02)  # the .tflite is float16
+    assert (got.argmax(1) == want.argmax(1)).all()
 
 
 @pytest.mark.slow

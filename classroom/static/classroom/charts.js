@@ -31,8 +31,12 @@
     Chart.defaults.font.size = 13;
   }
 
+  /** Colour of the attention line and gauge (not one of the expression colours). */
+  var ATTENTION_COLOUR = '#5B2A86';
+
   /**
-   * Bar chart of the expression mix (share of faces per expression, 0..1 shown as %).
+   * Bar chart of the expression mix (share of faces per expression, 0..1 shown as %), from the
+   * SMOOTHED labels (each face's moving average over its track).
    * @param {HTMLCanvasElement} canvas
    * @param {string[]} expressions fixed order (FER2013)
    * @param {Object<string,string>} colours expression -> CSS colour
@@ -43,7 +47,7 @@
       data: {
         labels: expressions,
         datasets: [{
-          label: 'Share of faces',
+          label: 'Share of faces (smoothed)',
           data: expressions.map(function () { return 0; }),
           backgroundColor: expressions.map(function (e) { return colours[e]; }),
           borderWidth: 0
@@ -53,13 +57,17 @@
         maintainAspectRatio: false,
         plugins: {
           legend: { display: false },
-          tooltip: { callbacks: { label: function (ctx) { return percent(ctx.parsed.y); } } }
+          tooltip: {
+            callbacks: {
+              label: function (ctx) { return percent(ctx.parsed.y) + ' of faces (smoothed)'; }
+            }
+          }
         },
         scales: {
           y: {
             min: 0, max: 1,
             ticks: { callback: function (v) { return percent(v); } },
-            title: { display: true, text: 'share of faces' }
+            title: { display: true, text: 'share of faces (smoothed)' }
           }
         }
       }
@@ -74,11 +82,13 @@
   }
 
   /**
-   * Line chart of the session: faces per 5-s bucket (left axis) and each expression's share
-   * (right axis, %).
+   * Line chart of the session: faces per 5-s bucket (left axis), attention and each
+   * expression's smoothed share (right axis, %). With no expressions (attention-only sessions)
+   * only faces and attention are drawn. Each dataset's "key" names the point field it shows.
    */
   function timelineChart(canvas, expressions, colours) {
     var datasets = [{
+      key: 'faces',
       label: 'faces',
       data: [],
       yAxisID: 'faces',
@@ -88,9 +98,22 @@
       pointRadius: 0,
       tension: 0
     }];
+    datasets.push({
+      key: 'attention',
+      label: 'attention (facing the screen)',
+      data: [],
+      yAxisID: 'share',
+      borderColor: ATTENTION_COLOUR,
+      backgroundColor: ATTENTION_COLOUR,
+      borderWidth: 3,
+      borderDash: [8, 4],
+      pointRadius: 0,
+      tension: 0
+    });
     expressions.forEach(function (e) {
       datasets.push({
-        label: e,
+        key: e,
+        label: e + ' (smoothed)',
         data: [],
         yAxisID: 'share',
         borderColor: colours[e],
@@ -135,28 +158,55 @@
     });
   }
 
-  /** Replace a timelineChart's data with [{t, faces, mix}, ...] (the session.update timeline). */
+  /**
+   * Replace a timelineChart's data with [{t, faces, mix, attention}, ...] (a full
+   * session.update timeline, or one merged with mergeTimeline).
+   */
   function updateTimeline(chart, timeline) {
     var points = timeline || [];
     chart.data.labels = points.map(function (p) { return clock(p.t); });
     chart.data.datasets.forEach(function (ds) {
-      if (ds.yAxisID === 'faces') {
+      if (ds.key === 'faces') {
         ds.data = points.map(function (p) { return p.faces; });
+      } else if (ds.key === 'attention') {
+        // No face with a head pose in a bucket: a gap, not 0 %.
+        ds.data = points.map(function (p) {
+          return p.attention === null || p.attention === undefined ? null : p.attention;
+        });
       } else {
         // No face in a bucket: no share to show (a gap in the line, not a drop to 0 %).
         ds.data = points.map(function (p) {
           var mix = p.mix || {};
-          return Object.keys(mix).length ? (mix[ds.label] || 0) : null;
+          return Object.keys(mix).length ? (mix[ds.key] || 0) : null;
         });
       }
     });
     chart.update('none');
   }
 
+  /**
+   * Merge timeline points by "t": points of `incoming` replace those of `current` with the same
+   * "t" (a bucket still filling), new ones are added; the result is in time order. `current`
+   * is not modified. Used for the 2-point tails of refreshes (session.update with full=false).
+   * @param {Array<{t: string}>} current
+   * @param {Array<{t: string}>} incoming
+   * @returns {Array<{t: string}>}
+   */
+  function mergeTimeline(current, incoming) {
+    var byT = {};
+    (current || []).forEach(function (p) { byT[p.t] = p; });
+    (incoming || []).forEach(function (p) { byT[p.t] = p; });
+    return Object.keys(byT).map(function (t) { return byT[t]; }).sort(function (a, b) {
+      return new Date(a.t).getTime() - new Date(b.t).getTime();
+    });
+  }
+
   window.ClassMoodCharts = {
     readJSON: readJSON,
     percent: percent,
     clock: clock,
+    ATTENTION_COLOUR: ATTENTION_COLOUR,
+    mergeTimeline: mergeTimeline,
     mixChart: mixChart,
     updateMix: updateMix,
     timelineChart: timelineChart,

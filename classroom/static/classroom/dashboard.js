@@ -1,7 +1,11 @@
 /*
  * Teacher's live board. Renders the snapshot embedded in the page, then applies every
  * "session.update" message pushed over ws(s)://<host>/ws/dashboard/<uuid>/ as soon as it arrives
- * (CONTRACTS.md, "Teacher dashboard"). Reconnects with exponential backoff if the socket drops.
+ * (CONTRACTS4.md, "Dashboard"). A message with full=true carries the whole timeline (sent on
+ * connect); refreshes carry full=false and only the last 2 points, merged by "t". Shows the
+ * smoothed expression mix (absent in attention-only sessions), attention, analysis lag (latest
+ * and p95) and dropped frames, in the warning colour when frames are dropped or the lag exceeds
+ * data-lag-warn-ms. Reconnects with exponential backoff if the socket drops.
  */
 (function () {
   'use strict';
@@ -12,11 +16,22 @@
 
   var expressions = C.readJSON('expressions-data') || [];
   var colours = C.readJSON('colours-data') || {};
+  var lagWarnMs = Number(board.dataset.lagWarnMs) || 1000;
   var el = {
     facesNow: document.getElementById('faces-now'),
     participants: document.getElementById('participants'),
     framesAnalysed: document.getElementById('frames-analysed'),
+    framesReceived: document.getElementById('frames-received'),
+    framesRejected: document.getElementById('frames-rejected'),
+    framesDropped: document.getElementById('frames-dropped'),
+    droppedTile: document.getElementById('dropped-tile'),
+    droppedWarn: document.getElementById('dropped-warn'),
+    attention: document.getElementById('attention'),
+    attentionMeter: document.getElementById('attention-meter'),
     lag: document.getElementById('lag'),
+    lagP95: document.getElementById('lag-p95'),
+    lagTile: document.getElementById('lag-tile'),
+    lagWarn: document.getElementById('lag-warn'),
     status: document.getElementById('session-status'),
     conn: document.getElementById('connection-state'),
     mixList: document.getElementById('mix-list'),
@@ -29,9 +44,13 @@
   var mixChart = null;
   var timelineChart = null;
   if (window.Chart) {
-    mixChart = C.mixChart(document.getElementById('mix-chart'), expressions, colours);
+    var mixCanvas = document.getElementById('mix-chart');
+    if (mixCanvas) { mixChart = C.mixChart(mixCanvas, expressions, colours); }
     timelineChart = C.timelineChart(document.getElementById('timeline-chart'), expressions, colours);
   }
+
+  // The timeline as last drawn: replaced by full updates, merged with the tails of refreshes.
+  var timeline = [];
 
   var STATUS_TEXT = { draft: 'Draft', live: 'Live', ended: 'Ended' };
 
@@ -40,6 +59,7 @@
   }
 
   function renderMixList(mix) {
+    if (!el.mixList) { return; }  // attention-only session: no expression anywhere
     var labels = expressions.filter(function (e) { return mix && mix[e] > 0; });
     el.mixList.textContent = '';
     labels.sort(function (a, b) { return mix[b] - mix[a]; }).forEach(function (e) {
@@ -55,13 +75,33 @@
     el.mixEmpty.hidden = labels.length > 0;
   }
 
+  function isNumber(value) { return typeof value === 'number' && isFinite(value); }
+
+  function ms(value) { return isNumber(value) ? Math.round(value) + ' ms' : '—'; }
+
+  function setWarn(tile, note, warn) {
+    if (tile) { tile.classList.toggle('tile-warn', warn); }
+    if (note) { note.hidden = !warn; }
+  }
+
   /** Apply one session.update payload (or the initial snapshot) to the page. */
   function apply(update) {
     setText(el.facesNow, update.faces_now);
     setText(el.participants, update.participants);
     setText(el.framesAnalysed, update.frames_analysed);
-    setText(el.lag, update.lag_ms === null || update.lag_ms === undefined
-      ? '—' : Math.round(update.lag_ms) + ' ms');
+    if (isNumber(update.frames_received)) { setText(el.framesReceived, update.frames_received); }
+    if (isNumber(update.frames_rejected)) { setText(el.framesRejected, update.frames_rejected); }
+    if (isNumber(update.frames_dropped)) {
+      setText(el.framesDropped, update.frames_dropped);
+      setWarn(el.droppedTile, el.droppedWarn, update.frames_dropped > 0);
+    }
+    setText(el.lag, ms(update.lag_ms));
+    setText(el.lagP95, ms(update.lag_p95_ms));
+    setWarn(el.lagTile, el.lagWarn,
+      (isNumber(update.lag_ms) && update.lag_ms > lagWarnMs) ||
+      (isNumber(update.lag_p95_ms) && update.lag_p95_ms > lagWarnMs));
+    setText(el.attention, isNumber(update.attention) ? C.percent(update.attention) : '—');
+    if (el.attentionMeter) { el.attentionMeter.value = isNumber(update.attention) ? update.attention : 0; }
     if (update.status) {
       setText(el.status, STATUS_TEXT[update.status] || update.status);
       el.status.className = 'status status-' + update.status;
@@ -71,7 +111,10 @@
     }
     renderMixList(update.mix || {});
     if (mixChart) { C.updateMix(mixChart, update.mix || {}); }
-    if (timelineChart) { C.updateTimeline(timelineChart, update.timeline || []); }
+    timeline = update.full === false
+      ? C.mergeTimeline(timeline, update.timeline)
+      : (update.timeline || []).slice();
+    if (timelineChart) { C.updateTimeline(timelineChart, timeline); }
   }
 
   function setConnection(state, text) {

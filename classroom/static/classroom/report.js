@@ -1,4 +1,7 @@
-/* Session report page: draws the whole-session expression mix and the timeline (charts.js). */
+/*
+ * Session report page: draws the whole-session smoothed expression mix (absent in
+ * attention-only sessions) and the timeline with attention (charts.js).
+ */
 (function () {
   'use strict';
   var C = window.ClassMoodCharts;

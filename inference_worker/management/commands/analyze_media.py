@@ -1,8 +1,10 @@
-"""``python manage.py analyze_media FILE... [--fps F] [--json] [--source S]``: the pipeline on files.
+"""``python manage.py analyze_media FILE... [--fps F] [--json] [--source S] [--analysis A]``.
 
 Runs exactly what the Celery task runs (:func:`inference_worker.pipeline.analyze_frame` with the
 models of :mod:`inference_worker.runtime`) on images and videos, without a server, a broker or a
-database. Prints the faces of each sampled frame (box, label, confidence) and a summary per file.
+database. Prints the faces of each sampled frame (box, label, confidence, head yaw/pitch and
+whether the face is attentive) and a summary per file. ``--analysis attention`` skips the
+expression classifier (what attention-only sessions do).
 
 Face detection uses the most thorough settings, ``--source room`` (whole frame + 4x4 and 5x5
 tiles, verified; ~150-250 ms per frame on 2 CPU cores), unless told otherwise: ``--source screen``
@@ -13,8 +15,11 @@ With ``--json`` every line of stdout is one JSON object: one per sampled frame
 (``{"file", "frame", "time_s"}`` plus the worker's result dict: ``width``, ``height``,
 ``faces``, ``timings_ms``), and, last for each file,
 ``{"file": ..., "summary": {"frames": int, "faces": int, "faces_per_frame": float,
-"expressions": {label: share of faces}}}`` where the shares of the 7 labels sum to 1 (``{}``
-when no face was found). Progress bars for videos go to stderr, never to stdout.
+"expressions": {label: share of faces}, "attention": float | None}}`` where the shares of the 7
+labels sum to 1 (``{}`` when no face was classified) and ``attention`` is the share of faces with
+a head pose that are attentive (``None`` when no face has one). Each face of a frame line has
+the worker's keys, ``yaw_deg``, ``pitch_deg`` and ``attentive`` included. Progress bars for
+videos go to stderr, never to stdout.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".
 DEFAULT_MEDIA_SOURCE = "room"
 """Detection settings for files: the most thorough (files are not live; recall matters more)."""
 
+ANALYSES = ("expression", "attention")
+"""``--analysis`` values, as the sessions' analysis modes: attention = the classifier is not run."""
+
 DEFAULT_FPS = 2.0
 """Frames per second of video sampled by default."""
 
@@ -58,18 +66,25 @@ def summarize(analyses: list[pipeline.FrameAnalysis]) -> dict[str, Any]:
         analyses: the analysed (sampled) frames of one file.
 
     Returns:
-        ``{"frames": int, "faces": int, "faces_per_frame": float, "expressions": {label: share}}``
-        where ``expressions`` holds all 7 labels in FER2013 order with their share of all faces
-        (summing to 1), or is ``{}`` when there is no face.
+        ``{"frames": int, "faces": int, "faces_per_frame": float, "expressions": {label: share},
+        "attention": float | None}`` where ``expressions`` holds all 7 labels in FER2013 order
+        with their share of the classified faces (summing to 1), or is ``{}`` when no face was
+        classified; ``attention`` is the share (``0..1``) of faces with a head pose that are
+        attentive, ``None`` when none has a pose.
     """
-    counts = Counter(face.label for analysis in analyses for face in analysis.faces)
-    faces = sum(counts.values())
+    all_faces = [face for analysis in analyses for face in analysis.faces]
+    counts = Counter(face.label for face in all_faces if face.label is not None)
+    classified = sum(counts.values())
+    posed = [face.attentive for face in all_faces if face.attentive is not None]
     frames = len(analyses)
     return {
         "frames": frames,
-        "faces": faces,
-        "faces_per_frame": faces / frames if frames else 0.0,
-        "expressions": {label: counts[label] / faces for label in EMOTIONS} if faces else {},
+        "faces": len(all_faces),
+        "faces_per_frame": len(all_faces) / frames if frames else 0.0,
+        "expressions": (
+            {label: counts[label] / classified for label in EMOTIONS} if classified else {}
+        ),
+        "attention": sum(posed) / len(posed) if posed else None,
     }
 
 
@@ -109,6 +124,12 @@ class Command(BaseCommand):
             help=f"detection settings (default {DEFAULT_MEDIA_SOURCE}: the most thorough)",
         )
         parser.add_argument(
+            "--analysis",
+            choices=ANALYSES,
+            default="expression",
+            help="expression (default: detect, head pose and classify) or attention (no classifier)",
+        )
+        parser.add_argument(
             "--classifier",
             metavar="PATH",
             default=None,
@@ -124,16 +145,20 @@ class Command(BaseCommand):
             if not path.is_file():
                 raise CommandError(f"{path}: no such file")
         self.as_json = options["json"]
+        self.classify = options["analysis"] == "expression"
         try:
-            self.detector = runtime.get_detector(options["detector"], source=options["source"])
-            self.classifier = runtime.get_classifier(options["classifier"])
+            self.detector = runtime.get_detector(source=options["source"], kind=options["detector"])
+            self.classifier = (
+                runtime.get_classifier(options["classifier"]) if self.classify else None
+            )
         except (FileNotFoundError, ValueError, ImproperlyConfigured) as exc:
             raise CommandError(f"cannot load the models: {exc}") from exc
         # One-off set-up costs of the first call (graph start, tracing) would otherwise show up
         # in the first frame's timings.
         blank = np.zeros((240, 320, 3), np.uint8)
         self.detector.detect(blank)
-        self.classifier.predict_proba([blank[:48, :48]])
+        if self.classifier is not None:
+            self.classifier.predict_proba([blank[:48, :48]])
 
         for path in paths:
             analyses = []
@@ -167,7 +192,9 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"{path}: cannot read: {exc}") from exc
         try:
-            return pipeline.analyze_bytes(data, self.detector, self.classifier)
+            return pipeline.analyze_bytes(
+                data, self.detector, self.classifier, classify=self.classify
+            )
         except pipeline.FrameDecodeError as exc:
             raise CommandError(f"{path}: not an image or video OpenCV can read ({exc})") from exc
 
@@ -196,7 +223,11 @@ class Command(BaseCommand):
                         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                         decode_ms = (time.perf_counter() - start) * 1000.0
                         analysis = pipeline.analyze_frame(
-                            rgb, self.detector, self.classifier, decode_ms=decode_ms
+                            rgb,
+                            self.detector,
+                            self.classifier,
+                            classify=self.classify,
+                            decode_ms=decode_ms,
                         )
                         sampled += 1
                         yield index, time_s, analysis
@@ -225,9 +256,17 @@ class Command(BaseCommand):
         )
         for i, face in enumerate(analysis.faces, start=1):
             x, y, w, h = face.box
+            expression = "" if face.label is None else f"{face.label} {face.confidence:.2f}  "
+            if face.attentive is None:
+                pose = "pose n/a"
+            else:
+                pose = (
+                    f"yaw {face.yaw_deg:+.0f} pitch {face.pitch_deg:+.0f} "
+                    f"{'attentive' if face.attentive else 'not attentive'}"
+                )
             self.stdout.write(
                 f"  face {i}: box x={x:.3f} y={y:.3f} w={w:.3f} h={h:.3f}  "
-                f"{face.label} {face.confidence:.2f}  (detector {face.score:.2f})"
+                f"{expression}{pose}  (detector {face.score:.2f})"
             )
 
     def _emit_summary(self, path: Path, analyses: list[pipeline.FrameAnalysis]) -> None:
@@ -241,10 +280,12 @@ class Command(BaseCommand):
             if share > 0
         )
         median_ms = statistics.median(a.timings.total for a in analyses) if analyses else 0.0
+        attention = summary["attention"]
+        attention_text = "n/a" if attention is None else f"{attention:.0%}"
         self.stdout.write(
             self.style.SUCCESS(
                 f"{path}: {summary['frames']} frame(s), {summary['faces']} face(s), "
                 f"{summary['faces_per_frame']:.2f} faces/frame; expressions: {mix or 'none'}; "
-                f"median {median_ms:.1f} ms/frame"
+                f"attentive: {attention_text}; median {median_ms:.1f} ms/frame"
             )
         )
