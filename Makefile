@@ -57,5 +57,9 @@ web: install  ## production-mode web server (needs DATABASE_URL and REDIS_URL)
 worker: install  ## production-mode Celery worker for live frames and reports
 	$(BIN)/celery -A inference_worker worker -Q inference,default --loglevel=INFO
 
+.PHONY: loadtest
+loadtest: install  ## production-mode load test on loopback, e.g. make loadtest ARGS="--students 30 --fps 1 --seconds 60"
+	deploy/load-test.sh $(ARGS)
+
 clean:  ## remove the virtual environment, node_modules and local state
 	rm -rf $(VENV) node_modules var staticfiles

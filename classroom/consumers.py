@@ -11,29 +11,58 @@ import asyncio
 import contextlib
 import json
 import logging
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from django.conf import settings
 
 from classroom import events, realtime, selectors, services
-from classroom.choices import FrameErrorCode, SessionStatus
+from classroom.choices import FrameErrorCode, SessionStatus, StreamSource
 
 logger = logging.getLogger(__name__)
 
 
-class StudentStreamConsumer(AsyncWebsocketConsumer):
-    """``/ws/stream/``: binary frames in, JSON acks and errors out (protocol in CONTRACTS.md).
+def stream_source(query_string: bytes | str) -> str | None:
+    """The ``source`` query parameter of a stream URL, validated.
 
-    The participant comes from the Django session (``scope["session"]``, key
-    ``services.PARTICIPANT_SESSION_KEY``), never from the client's messages, so a socket can
-    only send frames as its own participant. Rejected frames get an ``error`` reply and the
-    socket stays open. The socket also joins ``realtime.participant_group(id)`` to receive
-    ``frame.result`` (forwarded as ``result``) and ``session.ended`` (forwarded, then closed
-    with code 4000).
+    Args:
+        query_string: the raw query string of ``/ws/stream/`` (ASGI ``scope["query_string"]``),
+            e.g. ``b"source=screen"``.
+
+    Returns:
+        ``"webcam"`` or ``"screen"`` (a ``StreamSource`` value, case-insensitive); ``"webcam"``
+        when the parameter is absent or empty (clients older than the parameter send webcam
+        frames); ``None`` when it is present with any other value, or more than once.
+    """
+    if isinstance(query_string, bytes):
+        query_string = query_string.decode("latin-1")
+    values = parse_qs(query_string, keep_blank_values=True).get("source", [])
+    if not values:
+        return StreamSource.WEBCAM.value
+    if len(values) > 1:
+        return None
+    value = values[0].strip().lower() or StreamSource.WEBCAM.value
+    return value if value in StreamSource.values else None
+
+
+class StudentStreamConsumer(AsyncWebsocketConsumer):
+    """``/ws/stream/?source=webcam|screen``: binary frames in, JSON acks and errors out.
+
+    Protocol in CONTRACTS.md. The participant comes from the Django session
+    (``scope["session"]``, key ``services.PARTICIPANT_SESSION_KEY``), never from the client's
+    messages, so a socket can only send frames as its own participant. ``source`` says what the
+    student streams (``choices.StreamSource``; absent = ``webcam``) and selects the worker's
+    face-detection settings; any other value is refused: the socket is accepted and closed with
+    code 4400 (``events.CLOSE_BAD_REQUEST``) and a reason naming the allowed values. Rejected
+    frames get an ``error`` reply and the socket stays open. The socket also joins
+    ``realtime.participant_group(id)`` to receive ``frame.result`` (forwarded as ``result``)
+    and ``session.ended`` (forwarded, then closed with code 4000).
     """
 
     participant_id: int | None = None
     group: str | None = None
+    source: str = StreamSource.WEBCAM.value
 
     @database_sync_to_async
     def _participant(self):
@@ -48,10 +77,18 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         realtime.remember_loop()
         participant = await self._participant()
+        source = stream_source(self.scope.get("query_string", b""))
         await self.accept()
         if participant is None:
             await self.close(code=events.CLOSE_FORBIDDEN)
             return
+        if source is None:
+            await self.close(
+                code=events.CLOSE_BAD_REQUEST,
+                reason=f"source must be one of: {', '.join(StreamSource.values)}",
+            )
+            return
+        self.source = source
         self.participant_id = participant.pk
         self.group = realtime.participant_group(participant.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -79,7 +116,7 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
             return
         try:
             accepted = await database_sync_to_async(services.accept_frame)(
-                self.participant_id, bytes_data
+                self.participant_id, bytes_data, source=self.source
             )
         except services.FrameRejected as exc:
             await self._send_json(events.error_message(exc.seq, exc.code, exc.message))
@@ -100,14 +137,15 @@ class TeacherDashboardConsumer(AsyncJsonWebsocketConsumer):
     """``/ws/dashboard/<session uuid>/``: live ``session.update`` snapshots for the teacher.
 
     Only the session's teacher and admins may connect (else close 4403). On connect one
-    snapshot is sent; then each ``session.update`` channel event triggers a fresh
-    ``selectors.dashboard_snapshot``. Bursts are coalesced: at most one snapshot per
-    ``refresh_interval_s`` (0.5 s), and the last event of a burst is always followed by a
-    snapshot, so the board is never more than about half a second behind the database.
-    Messages from the client are ignored.
+    snapshot with the whole timeline is sent (``full_timeline=True``); then each
+    ``session.update`` channel event triggers a fresh snapshot with only the timeline's tail
+    (``full_timeline=False``; the client merges points by ``"t"``), whose cost does not grow
+    with the session's length. Bursts are coalesced: at most one snapshot per
+    ``settings.ENGAGEMENT_DASHBOARD_REFRESH_S`` seconds (default 0.25), and the last event of a
+    burst is always followed by a snapshot, so the board is never more than about one refresh
+    interval (plus the snapshot's own time) behind the database. Messages from the client are
+    ignored.
     """
-
-    refresh_interval_s = 0.5
 
     session_id = None
     group: str | None = None
@@ -126,7 +164,9 @@ class TeacherDashboardConsumer(AsyncJsonWebsocketConsumer):
         self.session_id = session.pk
         self.group = realtime.session_group(session.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        snapshot = await database_sync_to_async(selectors.dashboard_snapshot_by_id)(self.session_id)
+        snapshot = await database_sync_to_async(selectors.dashboard_snapshot_by_id)(
+            self.session_id, full_timeline=True
+        )
         if snapshot is not None:
             await self.send_json(snapshot)
 
@@ -149,12 +189,17 @@ class TeacherDashboardConsumer(AsyncJsonWebsocketConsumer):
         if self._refresher is None or self._refresher.done():
             self._refresher = asyncio.create_task(self._refresh())
 
+    @property
+    def refresh_interval_s(self) -> float:
+        """Least seconds between two snapshots (``ENGAGEMENT_DASHBOARD_REFRESH_S``, >= 0)."""
+        return max(0.0, float(settings.ENGAGEMENT_DASHBOARD_REFRESH_S))
+
     async def _refresh(self) -> None:
         try:
             while self._dirty:
                 self._dirty = False
                 snapshot = await database_sync_to_async(selectors.dashboard_snapshot_by_id)(
-                    self.session_id
+                    self.session_id, full_timeline=False
                 )
                 if snapshot is None:
                     return

@@ -21,8 +21,22 @@ INFERENCE_QUEUE = "inference"
 DEFAULT_QUEUE = "default"
 
 
+#: Message headers naming the frame, so a worker that discards an expired message (it never
+#: decodes the body then) can still count the drop: Celery copies custom headers into the
+#: ``request`` that its ``task_revoked`` signal carries.
+PARTICIPANT_HEADER = "engagement_participant_id"
+SEQ_HEADER = "engagement_seq"
+
+
 def send_analyze_frame(
-    *, participant_id: int, seq: int, image: bytes, captured_at: float | None, received_at: float
+    *,
+    participant_id: int,
+    seq: int,
+    image: bytes,
+    captured_at: float | None,
+    received_at: float,
+    source: str = "webcam",
+    analysis: str = "expression",
 ) -> None:
     """Queue one frame for analysis (at-most-once: short expiry, no retry).
 
@@ -32,9 +46,14 @@ def send_analyze_frame(
         image: JPEG/PNG/WebP bytes (already validated by ``services.accept_frame``).
         captured_at: client capture time, ms since the Unix epoch, or ``None``.
         received_at: server arrival time, ms since the Unix epoch.
+        source: ``choices.StreamSource`` value, ``"webcam"`` or ``"screen"``: selects the
+            worker's face-detection settings.
+        analysis: ``choices.AnalysisMode`` value of the session, ``"expression"`` or
+            ``"attention"`` (the worker then never calls the expression classifier).
 
     The message expires after ``settings.ENGAGEMENT_FRAME_TTL_S`` seconds (~10): a stale live
-    frame is worth nothing.
+    frame is worth nothing. It carries the headers :data:`PARTICIPANT_HEADER` and
+    :data:`SEQ_HEADER` (ids only, no payload) so the worker can count an expired message.
     """
     current_app.send_task(
         ANALYZE_FRAME_TASK,
@@ -44,7 +63,10 @@ def send_analyze_frame(
             "frame_b64": base64.b64encode(image).decode("ascii"),
             "captured_at": captured_at,
             "received_at": received_at,
+            "source": source,
+            "analysis": analysis,
         },
+        headers={PARTICIPANT_HEADER: participant_id, SEQ_HEADER: seq},
         queue=INFERENCE_QUEUE,
         expires=settings.ENGAGEMENT_FRAME_TTL_S,
         argsrepr="()",

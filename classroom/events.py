@@ -19,6 +19,7 @@ FRAME_RESULT = "frame.result"
 
 #: WebSocket close codes (4000-4999 are application-defined, RFC 6455 section 7.4.2).
 CLOSE_SESSION_ENDED = 4000
+CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
 
 #: Binary frame header: seq uint32 big-endian, captured_at float64 big-endian (ms since epoch).

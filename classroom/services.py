@@ -18,26 +18,29 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Max
 from django.utils import timezone
 from PIL import Image, UnidentifiedImageError
 
-from classroom import dispatch, events, realtime, selectors
+from classroom import dispatch, events, realtime, selectors, tracking
 from classroom.choices import (
     DISPLAY_NAME_MAX_LENGTH,
     EXPRESSIONS,
     MAX_FRAME_INTERVAL_S,
     MIN_FRAME_INTERVAL_S,
+    TIMELINE_BUCKET_S,
     TITLE_MAX_LENGTH,
+    AnalysisMode,
     FrameErrorCode,
     JoinErrorCode,
     SessionStatus,
+    StreamSource,
 )
 from classroom.models import (
     ClassSession,
@@ -45,6 +48,8 @@ from classroom.models import (
     FrameResult,
     Participant,
     SessionReport,
+    TimelineBucket,
+    Track,
     generate_join_code,
 )
 
@@ -184,20 +189,30 @@ def _require_manager(session: ClassSession, user) -> None:
 # --- sessions -----------------------------------------------------------------------------------
 
 
-def create_session(*, teacher, title: str, frame_interval_s: float = 1.0) -> ClassSession:
+def create_session(
+    *,
+    teacher,
+    title: str,
+    frame_interval_s: float = 1.0,
+    analysis: str = AnalysisMode.EXPRESSION,
+) -> ClassSession:
     """Create a draft session with a fresh join code.
 
     Args:
         teacher: the owning user (authenticated, active).
         title: 1 to 200 characters after collapsing whitespace.
         frame_interval_s: seconds between frames per student, in [0.2, 10].
+        analysis: ``choices.AnalysisMode`` value: ``"expression"`` (expressions and attention,
+            the default) or ``"attention"`` (attention only: no expression is computed, stored
+            or shown).
 
     Returns:
         The saved ``ClassSession`` (status ``draft``).
 
     Raises:
         PermissionDenied: ``teacher`` is anonymous or inactive.
-        ValidationError: bad title or interval.
+        ValidationError: bad title, interval (code ``bad_interval``) or analysis mode (code
+            ``bad_analysis``).
     """
     if not getattr(teacher, "is_authenticated", False) or not teacher.is_active:
         raise PermissionDenied("Sign in to create a session.")
@@ -215,12 +230,20 @@ def create_session(*, teacher, title: str, frame_interval_s: float = 1.0) -> Cla
             f"Frame interval must be between {MIN_FRAME_INTERVAL_S} and {MAX_FRAME_INTERVAL_S} s.",
             code="bad_interval",
         )
+    if analysis not in AnalysisMode.values:
+        raise ValidationError(
+            f"Analysis must be one of {', '.join(AnalysisMode.values)}.", code="bad_analysis"
+        )
     for _ in range(10):
         code = generate_join_code()
         try:
             with transaction.atomic():
                 session = ClassSession.objects.create(
-                    teacher=teacher, title=title, frame_interval_s=interval, join_code=code
+                    teacher=teacher,
+                    title=title,
+                    frame_interval_s=interval,
+                    join_code=code,
+                    analysis=str(analysis),
                 )
         except IntegrityError:
             if ClassSession.objects.filter(join_code=code).exists():
@@ -417,7 +440,7 @@ def _validate_frame(
     return header, image
 
 
-def accept_frame(participant_id: int, data: bytes) -> FrameAccepted:
+def accept_frame(participant_id: int, data: bytes, *, source: str = "webcam") -> FrameAccepted:
     """Validate one binary frame message and queue it for analysis.
 
     Checks, in order: the participant exists, its session is live, consent was given, the rate
@@ -425,20 +448,26 @@ def accept_frame(participant_id: int, data: bytes) -> FrameAccepted:
     (JPEG/PNG/WebP), dimensions <= ``ENGAGEMENT_MAX_FRAME_SIDE`` read from the image header
     before decoding, and that it decodes. Counts ``frames_received`` (every message of an
     existing participant) and ``frames_rejected``, and updates ``last_seen_at``. The frame is
-    sent on commit with ``dispatch.send_analyze_frame``; it is never stored or logged.
+    sent on commit with ``dispatch.send_analyze_frame``, with the stream's ``source`` and the
+    session's ``analysis`` mode; it is never stored or logged.
 
     Args:
         participant_id: ``Participant.pk`` from the student's Django session.
         data: 12-byte header (seq uint32 BE, captured_at float64 BE, ms since epoch) + image.
+        source: what the student streams, a ``StreamSource`` value (``"webcam"`` or
+            ``"screen"``; the stream consumer validates the client's choice).
 
     Returns:
         ``FrameAccepted(seq)``.
 
     Raises:
+        ValueError: ``source`` is not a ``StreamSource`` value (a caller bug; nothing counted).
         FrameRejected: with ``code`` ``session_not_live`` (also when the participant no longer
             exists), ``no_consent``, ``rate_limited``, ``bad_header``, ``too_large``,
             ``bad_format``, ``too_many_pixels`` or ``undecodable``.
     """
+    if source not in StreamSource.values:
+        raise ValueError(f"source must be one of {StreamSource.values}, got {source!r}")
     received_ms = time.time() * 1000.0
     seq = events.peek_seq(data)
     participant = selectors.participant_for_stream(participant_id)
@@ -460,6 +489,8 @@ def accept_frame(participant_id: int, data: bytes) -> FrameAccepted:
                 image=image,
                 captured_at=header.captured_at_ms,
                 received_at=received_ms,
+                source=source,
+                analysis=participant.session.analysis,
             )
         )
     return FrameAccepted(seq=header.seq)
@@ -499,24 +530,67 @@ def _unit(value: float) -> float:
     return min(1.0, max(0.0, value))
 
 
-def _face_observations(faces) -> list[FaceObservation]:
+def _angle(value, what: str, limit: float) -> float | None:
+    if value is None:
+        return None
+    angle = _finite(value, what)
+    if not -limit <= angle <= limit:
+        raise ValueError(f"{what} must be in [-{limit:g}, {limit:g}] degrees")
+    return angle
+
+
+def _expression(face: dict) -> tuple[str | None, float | None, list[float] | None]:
+    """``(label, confidence, probabilities)`` of one face, all ``None`` when none was computed."""
+    probabilities = face.get("probabilities")
+    label = face.get("label")
+    confidence = face.get("confidence")
+    if probabilities is None and label is None and confidence is None:
+        return None, None, None
+    if not isinstance(probabilities, list | tuple) or len(probabilities) != len(EXPRESSIONS):
+        raise ValueError(f"face probabilities must be {len(EXPRESSIONS)} numbers")
+    if label not in EXPRESSIONS:
+        raise ValueError(f"unknown expression label {label!r}")
+    return (
+        label,
+        _unit(_finite(confidence, "confidence")),
+        [_finite(p, "probability") for p in probabilities],
+    )
+
+
+def _face_observations(faces, *, attention_only: bool = False) -> list[FaceObservation]:
+    """Validate the result's faces and build unsaved ``FaceObservation`` rows (no frame/track).
+
+    Args:
+        faces: ``result["faces"]``: a list of dicts with ``box`` [x, y, w, h] (normalised,
+            clipped to the frame here), ``score`` (0..1 or None), ``probabilities`` (7 numbers),
+            ``label``, ``confidence`` (all three None, or all three given), ``yaw_deg``
+            ([-180, 180] or None), ``pitch_deg`` ([-90, 90] or None), ``attentive`` (bool or
+            None); missing keys read as None.
+        attention_only: the session computes no expression: the expression fields are stored as
+            NULL whatever the worker sent (they are not validated either).
+
+    Raises:
+        ValueError: a face does not follow that schema.
+    """
     if not isinstance(faces, list):
         raise ValueError("result['faces'] must be a list")
     observations = []
     for index, face in enumerate(faces):
+        if not isinstance(face, dict):
+            raise ValueError("each face must be a dict")
         box = face.get("box")
         if not isinstance(box, list | tuple) or len(box) != 4:
             raise ValueError("face box must be [x, y, w, h]")
         x, y, w, h = (_finite(v, "box value") for v in box)
         # Detector boxes may reach past the frame's edges: keep the visible part, normalised.
         x0, y0, x1, y1 = _unit(x), _unit(y), _unit(x + max(w, 0.0)), _unit(y + max(h, 0.0))
-        probabilities = face.get("probabilities")
-        if not isinstance(probabilities, list | tuple) or len(probabilities) != len(EXPRESSIONS):
-            raise ValueError(f"face probabilities must be {len(EXPRESSIONS)} numbers")
-        label = face.get("label")
-        if label not in EXPRESSIONS:
-            raise ValueError(f"unknown expression label {label!r}")
+        label, confidence, probabilities = (
+            (None, None, None) if attention_only else _expression(face)
+        )
         score = face.get("score")
+        attentive = face.get("attentive")
+        if attentive is not None and not isinstance(attentive, bool):
+            raise ValueError("face attentive must be true, false or null")
         observations.append(
             FaceObservation(
                 index=index,
@@ -526,11 +600,158 @@ def _face_observations(faces) -> list[FaceObservation]:
                 box_h=y1 - y0,
                 score=None if score is None else _unit(_finite(score, "score")),
                 label=label,
-                confidence=_unit(_finite(face.get("confidence"), "confidence")),
-                probabilities=[_finite(p, "probability") for p in probabilities],
+                confidence=confidence,
+                probabilities=probabilities,
+                yaw_deg=_angle(face.get("yaw_deg"), "yaw_deg", 180.0),
+                pitch_deg=_angle(face.get("pitch_deg"), "pitch_deg", 90.0),
+                attentive=attentive,
             )
         )
     return observations
+
+
+def _track_state(row: Track) -> tracking.TrackState:
+    return tracking.TrackState(
+        number=row.number,
+        box=tracking.Box(row.box_x, row.box_y, row.box_w, row.box_h),
+        first_seen_s=row.first_seen_at.timestamp(),
+        last_seen_s=row.last_seen_at.timestamp(),
+        last_seq=row.last_seq,
+        hits=row.hits,
+        smoothed=None if row.smoothed_probabilities is None else tuple(row.smoothed_probabilities),
+    )
+
+
+_TRACK_FIELDS = [
+    "first_seen_at",
+    "last_seen_at",
+    "last_seq",
+    "box_x",
+    "box_y",
+    "box_w",
+    "box_h",
+    "hits",
+    "smoothed_probabilities",
+]
+
+
+def _track_faces(
+    participant: Participant,
+    session: ClassSession,
+    observations: list[FaceObservation],
+    *,
+    seq: int,
+    received_at: datetime,
+) -> None:
+    """Match the frame's faces to the participant's live tracks (``classroom.tracking``).
+
+    Creates and updates ``Track`` rows and sets ``track``, ``smoothed_probabilities`` and
+    ``smoothed_label`` on each (unsaved) observation. Call with the participant row locked.
+    Time is the frame's arrival time (server clock); a track is live while
+    ``received_at - last_seen_at <= tracking.max_age_s(ENGAGEMENT_TRACK_MAX_AGE_S, interval)``.
+    """
+    if not observations:
+        return
+    now_s = received_at.timestamp()
+    max_age = tracking.max_age_s(settings.ENGAGEMENT_TRACK_MAX_AGE_S, session.frame_interval_s)
+    rows = {
+        row.number: row
+        for row in Track.objects.filter(
+            participant=participant, last_seen_at__gte=received_at - timedelta(seconds=max_age)
+        )
+    }
+    last_number = Track.objects.filter(participant=participant).aggregate(n=Max("number"))["n"]
+    detections = [
+        tracking.Detection(
+            box=tracking.Box(o.box_x, o.box_y, o.box_w, o.box_h),
+            probabilities=None if o.probabilities is None else tuple(o.probabilities),
+        )
+        for o in observations
+    ]
+    outcome = tracking.step(
+        [_track_state(row) for row in rows.values()],
+        detections,
+        now_s=now_s,
+        seq=seq,
+        next_number=(last_number or 0) + 1,
+        max_age=max_age,
+        tau_s=settings.ENGAGEMENT_SMOOTHING_TAU_S,
+    )
+    created, changed = [], []
+    for number, state in outcome.tracks.items():
+        row = rows.get(number)
+        if row is None:
+            row = Track(participant=participant, number=number)
+            created.append(row)
+        else:
+            changed.append(row)
+        # Times come from received_at itself, not from the float seconds, so that they round-trip
+        # exactly (a late frame leaves last_seen_at as it was).
+        if row.pk is None or state.first_seen_s == now_s:
+            row.first_seen_at = received_at
+        if row.pk is None or state.last_seen_s == now_s:
+            row.last_seen_at = received_at
+        row.last_seq = state.last_seq
+        row.box_x, row.box_y, row.box_w, row.box_h = (
+            state.box.x,
+            state.box.y,
+            state.box.w,
+            state.box.h,
+        )
+        row.hits = state.hits
+        row.smoothed_probabilities = None if state.smoothed is None else list(state.smoothed)
+        rows[number] = row
+    Track.objects.bulk_create(created)
+    if changed:
+        Track.objects.bulk_update(changed, _TRACK_FIELDS)
+    for observation, assignment in zip(observations, outcome.assignments, strict=True):
+        observation.track = rows[assignment.number]
+        if assignment.smoothed is None:
+            observation.smoothed_probabilities = None
+            observation.smoothed_label = None
+        else:
+            observation.smoothed_probabilities = list(assignment.smoothed)
+            observation.smoothed_label = tracking.argmax_label(assignment.smoothed, EXPRESSIONS)
+
+
+def _bucket_index(session: ClassSession, received_at: datetime) -> int:
+    """Timeline bucket of a frame: ``floor((received_at - started_at) / TIMELINE_BUCKET_S)``.
+
+    Returns:
+        The index k >= 0 (arrivals before ``started_at``, or a session without one, count in 0).
+    """
+    if session.started_at is None:
+        return 0
+    elapsed = (received_at - session.started_at).total_seconds()
+    return max(0, math.floor(elapsed / TIMELINE_BUCKET_S))
+
+
+def _count_in_bucket(
+    participant_id: int,
+    session: ClassSession,
+    observations: list[FaceObservation],
+    received_at: datetime,
+) -> None:
+    """Add one frame to the participant's ``TimelineBucket`` (``F()`` increments).
+
+    ``pose_faces`` counts faces whose ``attentive`` is not None (a head pose was estimated),
+    ``attentive_faces`` those with ``attentive`` true; the expression columns count SMOOTHED
+    labels (no expression column moves in attention-only sessions).
+    """
+    bucket, _ = TimelineBucket.objects.get_or_create(
+        participant_id=participant_id, index=_bucket_index(session, received_at)
+    )
+    increments = {
+        "frames": F("frames") + 1,
+        "face_sum": F("face_sum") + len(observations),
+        "pose_faces": F("pose_faces") + sum(o.attentive is not None for o in observations),
+        "attentive_faces": F("attentive_faces") + sum(o.attentive is True for o in observations),
+    }
+    for label in EXPRESSIONS:
+        count = sum(o.smoothed_label == label for o in observations)
+        if count:
+            increments[label] = F(label) + count
+    TimelineBucket.objects.filter(pk=bucket.pk).update(**increments)
 
 
 def record_frame_result(
@@ -543,25 +764,38 @@ def record_frame_result(
 ) -> FrameResult | None:
     """Store the analysis of one frame, idempotently on ``(participant, seq)``.
 
-    Called by the inference worker. Only numbers are stored (boxes, probabilities, labels,
-    timings); on commit the session's dashboards refresh and the student's socket gets a
-    ``result`` message.
+    Called by the inference worker. Only numbers are stored (boxes, probabilities, labels, head
+    pose, timings). In ONE transaction, with the participant row locked (``SELECT ... FOR NO KEY
+    UPDATE`` on PostgreSQL, so concurrent workers are serialised per participant; SQLite
+    serialises writers anyway): the ``FrameResult``, the faces matched to the participant's
+    ``Track`` rows (``classroom.tracking``: IoU/centre matching, time-aware EMA of the
+    probabilities with ``ENGAGEMENT_SMOOTHING_TAU_S``), one ``FaceObservation`` per face (raw
+    and smoothed expression, head pose), ``Participant.frames_analysed`` + 1 and the
+    participant's ``TimelineBucket`` for the arrival time. A duplicate seq changes nothing.
+    On commit the session's dashboards refresh and the student's socket gets a ``result``
+    message.
+
+    In attention-only sessions (``session.analysis == "attention"``) every expression field is
+    stored as NULL whatever the worker sent, and tracks carry no smoothed probabilities.
 
     Args:
         participant_id: ``Participant.pk``.
         seq: the frame's client sequence number.
-        result: ``FrameAnalysis.to_dict()`` (CONTRACTS.md): ``width``, ``height`` (pixels),
-            ``faces`` (box normalised 0..1 - clipped to the frame here -, score, 7
-            probabilities in FER2013 order, label, confidence) and ``timings_ms``.
+        result: ``FrameAnalysis.to_dict()`` (CONTRACTS.md, CONTRACTS4.md): ``width``,
+            ``height`` (pixels), ``faces`` (see ``_face_observations``: box normalised 0..1,
+            clipped here; score; 7 probabilities in FER2013 order, label, confidence, or all
+            three None; yaw_deg, pitch_deg, attentive) and ``timings_ms``.
         captured_at: client capture time, ms since the Unix epoch (ignored if not finite).
-        received_at: server arrival time, ms since the Unix epoch; default now.
+        received_at: server arrival time, ms since the Unix epoch; default now. It is the time
+            axis of tracks, smoothing and timeline buckets.
 
     Returns:
         The saved ``FrameResult``, or ``None`` (logged at INFO) when the participant is gone,
         its session is not live any more, or this seq was already recorded.
 
     Raises:
-        ValueError: ``result`` does not follow the schema (a bug in the caller).
+        ValueError: ``result`` does not follow the schema (a bug in the caller); nothing is
+            written.
     """
     participant = selectors.participant_for_stream(participant_id)
     if participant is None:
@@ -583,7 +817,9 @@ def record_frame_result(
     height = int(_finite(result.get("height"), "height"))
     if width < 0 or height < 0:
         raise ValueError("width and height must be >= 0")
-    observations = _face_observations(result.get("faces", []))
+    observations = _face_observations(
+        result.get("faces", []), attention_only=session.analysis == AnalysisMode.ATTENTION
+    )
     timings = result.get("timings_ms") or {}
     if not isinstance(timings, dict):
         raise ValueError("result['timings_ms'] must be a dict")
@@ -591,25 +827,40 @@ def record_frame_result(
     seq = int(seq)
 
     analysed_at = timezone.now()
-    if FrameResult.objects.filter(participant=participant, seq=seq).exists():
-        logger.info("duplicate result for frame %s of participant %s ignored", seq, participant_id)
-        return None
+    arrived_at = _ms_to_datetime(received_at) or analysed_at
     try:
         with transaction.atomic():
+            locked = Participant.objects.select_for_update(no_key=True).filter(pk=participant.pk)
+            if not list(locked.values_list("pk", flat=True)):
+                logger.info(
+                    "result for frame %s dropped: participant %s is gone", seq, participant_id
+                )
+                return None
+            # Checked under the lock: a concurrent duplicate has committed by now.
+            if FrameResult.objects.filter(participant=participant, seq=seq).exists():
+                logger.info(
+                    "duplicate result for frame %s of participant %s ignored", seq, participant_id
+                )
+                return None
             frame = FrameResult.objects.create(
                 participant=participant,
                 seq=seq,
                 captured_at=_ms_to_datetime(captured_at),
-                received_at=_ms_to_datetime(received_at) or analysed_at,
+                received_at=arrived_at,
                 analysed_at=analysed_at,
                 face_count=len(observations),
                 width=width,
                 height=height,
                 timings_ms=timings,
             )
+            _track_faces(participant, session, observations, seq=seq, received_at=arrived_at)
             for observation in observations:
                 observation.frame = frame
             FaceObservation.objects.bulk_create(observations)
+            Participant.objects.filter(pk=participant.pk).update(
+                frames_analysed=F("frames_analysed") + 1
+            )
+            _count_in_bucket(participant.pk, session, observations, arrived_at)
             transaction.on_commit(
                 partial(_after_result, session.pk, participant.pk, seq, len(observations))
             )
@@ -628,6 +879,49 @@ def record_frame_result(
 def _after_result(session_id, participant_id: int, seq: int, faces: int) -> None:
     realtime.broadcast(session_id)
     realtime.notify_frame_result(participant_id, seq, faces)
+
+
+#: Why an accepted frame was never analysed (CONTRACTS4.md): it expired in the broker queue, or
+#: a worker found it older than ``ENGAGEMENT_FRAME_TTL_S`` when it reached it.
+FRAME_DROP_REASONS = ("expired", "stale")
+
+
+def record_frame_dropped(*, participant_id: int, seq: int | None, reason: str) -> bool:
+    """Count one accepted frame that will never be analysed (``Participant.frames_dropped``).
+
+    Logged at INFO without payload; on commit the session's dashboards refresh (the board shows
+    drops). Never fails for a missing participant.
+
+    Args:
+        participant_id: ``Participant.pk``.
+        seq: the frame's seq, or ``None`` when unknown (only logged).
+        reason: one of :data:`FRAME_DROP_REASONS`.
+
+    Returns:
+        True when counted; False (no error) when the participant no longer exists.
+
+    Raises:
+        ValueError: ``reason`` is not one of :data:`FRAME_DROP_REASONS` (a bug in the caller).
+    """
+    if reason not in FRAME_DROP_REASONS:
+        raise ValueError(f"reason must be one of {FRAME_DROP_REASONS}, got {reason!r}")
+    try:
+        pk = int(participant_id)
+    except (TypeError, ValueError):
+        logger.info("dropped frame %s not counted: bad participant id", seq)
+        return False
+    with transaction.atomic():
+        session_id = Participant.objects.filter(pk=pk).values_list("session_id", flat=True).first()
+        counted = session_id is not None and bool(
+            Participant.objects.filter(pk=pk).update(frames_dropped=F("frames_dropped") + 1)
+        )
+        if counted:
+            transaction.on_commit(partial(realtime.broadcast, session_id))
+    if not counted:
+        logger.info("dropped frame %s not counted: participant %s is gone", seq, pk)
+        return False
+    logger.info("frame %s of participant %s dropped (%s)", seq, pk, reason)
+    return True
 
 
 # --- reports ------------------------------------------------------------------------------------

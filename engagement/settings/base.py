@@ -159,3 +159,20 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
     "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
 }
+
+# Teacher dashboards: least seconds between two pushed snapshots (bursts of results are coalesced).
+ENGAGEMENT_DASHBOARD_REFRESH_S = env.float("ENGAGEMENT_DASHBOARD_REFRESH_S", default=0.25)
+
+# Face tracks (classroom.tracking): seconds a track outlives its last matched frame (at least 3
+# frame intervals of the session), and the time constant of the per-track exponential moving
+# average of the expression probabilities (alpha = 1 - exp(-dt / tau), Eckner 2012/2019).
+ENGAGEMENT_TRACK_MAX_AGE_S = env.float("ENGAGEMENT_TRACK_MAX_AGE_S", default=5.0)
+ENGAGEMENT_SMOOTHING_TAU_S = env.float("ENGAGEMENT_SMOOTHING_TAU_S", default=3.0)
+
+# Expression classifier back end of the worker (inference_worker.runtime): "litert" (CPU, no
+# TensorFlow) or "keras" (TensorFlow, for GPU workers). Batching ACROSS frames for a worker
+# started with `--pool threads`: up to ENGAGEMENT_BATCH_MAX_SIZE faces per classifier call,
+# waiting at most ENGAGEMENT_BATCH_MAX_WAIT_MS for a batch to fill; 0 or 1 = off (the default).
+ENGAGEMENT_CLASSIFIER_BACKEND = env("ENGAGEMENT_CLASSIFIER_BACKEND", default="litert")
+ENGAGEMENT_BATCH_MAX_SIZE = env.int("ENGAGEMENT_BATCH_MAX_SIZE", default=0)
+ENGAGEMENT_BATCH_MAX_WAIT_MS = env.float("ENGAGEMENT_BATCH_MAX_WAIT_MS", default=5.0)

@@ -28,7 +28,8 @@ from factories import (
     result_dict,
 )
 
-from classroom import realtime, services
+from classroom import realtime, selectors, services
+from classroom.consumers import stream_source
 from classroom.routing import websocket_urlpatterns
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -59,8 +60,8 @@ def user_headers(user) -> list[tuple[bytes, bytes]]:
     return cookie_headers(client.cookies[settings.SESSION_COOKIE_NAME].value)
 
 
-async def open_student(headers) -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(APP, "/ws/stream/", headers=headers)
+async def open_student(headers, path: str = "/ws/stream/") -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(APP, path, headers=headers)
     connected, _ = await communicator.connect()
     assert connected
     return communicator
@@ -233,12 +234,89 @@ def test_student_accepted_frame_is_acked_and_dispatched_by_name(celery_app_mock)
     assert base64.b64decode(kwargs["frame_b64"]) == image
     assert kwargs["captured_at"] == 1_700_000_000_123.5
     assert isinstance(kwargs["received_at"], float) and kwargs["received_at"] > 1.7e12
+    assert (kwargs["source"], kwargs["analysis"]) == ("webcam", "expression")  # the defaults
     assert call.kwargs["queue"] == "inference"
     assert call.kwargs["expires"] == settings.ENGAGEMENT_FRAME_TTL_S
     assert (
         "frame_b64" not in call.kwargs["kwargsrepr"]
         and str(len(image)) in call.kwargs["kwargsrepr"]
     )
+    # ids only in the headers (an expired message is counted from them, never decoded)
+    assert call.kwargs["headers"] == {
+        "engagement_participant_id": participant.pk,
+        "engagement_seq": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("query", "analysis", "expected_source"),
+    [
+        ("?source=screen", "attention", "screen"),
+        ("?source=SCREEN", "expression", "screen"),
+        ("?source=webcam", "attention", "webcam"),
+        ("?source=", "expression", "webcam"),
+        ("", "attention", "webcam"),
+    ],
+)
+def test_student_source_and_session_analysis_reach_the_task(
+    celery_app_mock, query, analysis, expected_source
+):
+    session = ClassSessionFactory(live=True, analysis=analysis)
+    participant = ParticipantFactory(session=session)
+    headers = student_headers(participant.pk)
+
+    async def scenario():
+        student = await open_student(headers, f"/ws/stream/{query}")
+        await student.send_to(bytes_data=frame_message(4))
+        assert await student.receive_json_from() == {"type": "ack", "seq": 4}
+        await student.disconnect()
+
+    run(scenario)
+    kwargs = celery_app_mock.send_task.call_args.kwargs["kwargs"]
+    assert (kwargs["source"], kwargs["analysis"]) == (expected_source, analysis)
+
+
+@pytest.mark.parametrize(
+    "query", ["?source=room", "?source=camera", "?source=webcam&source=screen"]
+)
+def test_student_unknown_source_is_refused_4400(celery_app_mock, query):
+    participant = ParticipantFactory()
+    headers = student_headers(participant.pk)
+
+    async def scenario():
+        student = await open_student(headers, f"/ws/stream/{query}")
+        message = await student.receive_output(timeout=2)
+        assert message["type"] == "websocket.close" and message["code"] == 4400
+        assert "webcam" in message["reason"] and "screen" in message["reason"]
+        await student.disconnect()
+
+    run(scenario)
+    celery_app_mock.send_task.assert_not_called()
+    participant.refresh_from_db()
+    assert participant.frames_received == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (b"", "webcam"),
+        (b"source=screen", "screen"),
+        (b"other=1&source=Webcam", "webcam"),
+        ("source=%20screen%20", "screen"),
+        (b"source=", "webcam"),
+        (b"source=room", None),
+        (b"source=webcam&source=webcam", None),
+    ],
+)
+def test_stream_source_parsing(query, expected):
+    assert stream_source(query) == expected
+
+
+def test_accept_frame_refuses_an_unknown_source(celery_app_mock):
+    participant = ParticipantFactory()
+    with pytest.raises(ValueError, match="source"):
+        services.accept_frame(participant.pk, frame_message(1), source="room")
+    celery_app_mock.send_task.assert_not_called()
 
 
 def test_student_is_told_when_the_session_ends():
@@ -341,6 +419,65 @@ def test_dashboard_coalesces_bursts_and_ends_up_current():
     run(scenario)
 
 
+def test_dashboard_full_timeline_on_connect_tail_on_refresh(monkeypatch):
+    participant = ParticipantFactory()
+    session = participant.session
+    headers = user_headers(session.teacher)
+    calls = []
+    real = selectors.dashboard_snapshot_by_id
+
+    def spy(session_id, **kwargs):
+        calls.append(kwargs)
+        return real(session_id, **kwargs)
+
+    monkeypatch.setattr(selectors, "dashboard_snapshot_by_id", spy)
+
+    async def scenario():
+        board = await open_dashboard(session, headers)
+        first = await board.receive_json_from()
+        assert first["full"] is True
+        await database_sync_to_async(services.record_frame_result)(
+            participant_id=participant.pk, seq=1, result=result_dict("happy")
+        )
+        update = await board.receive_json_from(timeout=2)
+        assert update["full"] is False
+        assert update["latest"] == {str(participant.pk): {"seq": 1, "captured_at": None}}
+        await board.disconnect()
+
+    run(scenario)
+    assert calls == [{"full_timeline": True}, {"full_timeline": False}]
+
+
+def test_dashboard_refresh_interval_is_a_setting(settings):
+    """Snapshots of one burst are at least ENGAGEMENT_DASHBOARD_REFRESH_S apart."""
+    settings.ENGAGEMENT_DASHBOARD_REFRESH_S = 0.8
+    participant = ParticipantFactory()
+    session = participant.session
+    headers = user_headers(session.teacher)
+
+    async def scenario():
+        board = await open_dashboard(session, headers)
+        await board.receive_json_from()
+        loop = asyncio.get_running_loop()
+        arrivals = []
+        for seq in range(1, 4):
+            await database_sync_to_async(services.record_frame_result)(
+                participant_id=participant.pk, seq=seq, result=result_dict("neutral")
+            )
+            if seq == 1:
+                await board.receive_json_from(timeout=2)
+                arrivals.append(loop.time())
+        # seqs 2 and 3 arrived during the pause: one trailing snapshot, after the interval
+        update = await board.receive_json_from(timeout=3)
+        arrivals.append(loop.time())
+        assert update["frames_analysed"] == 3
+        assert arrivals[1] - arrivals[0] >= 0.75
+        assert await board.receive_nothing(timeout=1.0)
+        await board.disconnect()
+
+    run(scenario)
+
+
 def test_broadcast_from_another_thread_uses_the_server_loop():
     """The embedded worker calls broadcast from its own thread: it must reach the consumer."""
     session = ClassSessionFactory(live=True)
@@ -356,3 +493,46 @@ def test_broadcast_from_another_thread_uses_the_server_loop():
         await board.disconnect()
 
     run(scenario)
+
+
+@pytest.mark.integration
+def test_sends_from_a_worker_process_reuse_one_loop_and_reach_redis(settings):
+    """Without a server loop (a Celery worker process), sends to channels-redis go through one
+    long-lived loop per process (one Redis connection pool), not a new loop per send, and
+    ``flush`` waits for them."""
+    import os
+    import re
+    import threading
+
+    from channels_redis.core import RedisChannelLayer
+
+    if not settings.REDIS_URL:
+        pytest.fail("this test needs Redis: set REDIS_URL=redis://... (`make test` sets it)")
+    redis_db = int(os.environ.get("ENGAGEMENT_E2E_REDIS_DB", "13"))
+    url = re.sub(r"/\d*$", "", settings.REDIS_URL.rstrip("/")) + f"/{redis_db}"
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [url]}}
+    }
+    session = ClassSessionFactory(live=True)
+    receiver = RedisChannelLayer(hosts=[url])
+    loops = []
+
+    def send_twice():
+        for _ in range(2):
+            realtime.broadcast(session.pk)  # returns at once: the send runs on the sender loop
+            loops.append(realtime._sender_loop())
+        assert realtime.flush(5.0)
+        assert not realtime._in_flight
+
+    async def scenario():
+        channel = await receiver.new_channel()
+        await receiver.group_add(realtime.session_group(session.pk), channel)
+        await asyncio.get_running_loop().run_in_executor(None, send_twice)
+        for _ in range(2):
+            message = await asyncio.wait_for(receiver.receive(channel), 5)
+            assert message == {"type": "session.update", "session": str(session.pk)}
+        await receiver.flush()
+
+    run(scenario)
+    assert loops[0] is loops[1] and loops[0].is_running()
+    assert any(t.name == "channel-layer-sender" for t in threading.enumerate())

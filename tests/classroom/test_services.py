@@ -37,6 +37,13 @@ def test_create_session_is_draft_with_join_code():
     assert session.frame_interval_s == 1.0
     assert len(session.join_code) == 6 and set(session.join_code) <= set(JOIN_CODE_ALPHABET)
     assert session.teacher == teacher
+    assert session.analysis == "expression"
+
+
+def test_create_attention_only_session():
+    session = services.create_session(teacher=TeacherFactory(), title="Exam", analysis="attention")
+    session.refresh_from_db()
+    assert session.analysis == "attention"
 
 
 @pytest.mark.parametrize(
@@ -47,11 +54,14 @@ def test_create_session_is_draft_with_join_code():
         {"frame_interval_s": 0.1},
         {"frame_interval_s": 10.5},
         {"frame_interval_s": "abc"},
+        {"analysis": "emotion"},
+        {"analysis": None},
     ],
 )
 def test_create_session_validates(kwargs):
     with pytest.raises(ValidationError):
         services.create_session(teacher=TeacherFactory(), **{"title": "Class", **kwargs})
+    assert not ClassSession.objects.exists()
 
 
 def test_create_session_needs_an_account():

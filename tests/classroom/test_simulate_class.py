@@ -1,5 +1,6 @@
-"""Unit tests of simulate_class's pure helpers: frame packing (``classroom.events.encode_frame``,
-which the command sends), scaling, frame loading, join-error parsing.
+"""Unit tests of simulate_class and its shared client helpers (``classroom.management.simulation``):
+frame packing (``classroom.events.encode_frame``, which the command sends), scaling, frame loading,
+join-error parsing.
 
 The end-to-end run (real server, worker and dashboard) belongs to the integration tests.
 """
@@ -12,10 +13,10 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from classroom.events import encode_frame
-from classroom.management.commands.simulate_class import (
+from classroom.management.commands.simulate_class import format_update
+from classroom.management.simulation import (
     MAX_WIDTH_PX,
     encode_jpeg,
-    format_update,
     load_frames,
     origin_of,
     parse_join_error,

@@ -52,7 +52,13 @@ def test_send_analyze_frame_by_name_hides_payload(settings, celery_app_mock):
     settings.ENGAGEMENT_FRAME_TTL_S = 7.0
     image = image_bytes("JPEG")
     dispatch.send_analyze_frame(
-        participant_id=4, seq=9, image=image, captured_at=1.5e12, received_at=1.6e12
+        participant_id=4,
+        seq=9,
+        image=image,
+        captured_at=1.5e12,
+        received_at=1.6e12,
+        source="screen",
+        analysis="attention",
     )
     celery_app_mock.send_task.assert_called_once()
     call = celery_app_mock.send_task.call_args
@@ -63,6 +69,13 @@ def test_send_analyze_frame_by_name_hides_payload(settings, celery_app_mock):
         "frame_b64": base64.b64encode(image).decode("ascii"),
         "captured_at": 1.5e12,
         "received_at": 1.6e12,
+        "source": "screen",
+        "analysis": "attention",
+    }
+    # ids only in the headers (an expired message is counted from them, never its payload)
+    assert call.kwargs["headers"] == {
+        dispatch.PARTICIPANT_HEADER: 4,
+        dispatch.SEQ_HEADER: 9,
     }
     assert call.kwargs["queue"] == "inference"
     assert call.kwargs["expires"] == 7.0

@@ -34,6 +34,8 @@ class LiveStack:
     env: dict[str, str]
     web_log: Path
     worker_log: Path
+    worker_pid: int
+    """The Celery worker's main process (it receives messages; the pool process analyses)."""
 
     def logs(self) -> str:
         """Both logs, for assertion messages."""
@@ -133,7 +135,7 @@ def live_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> LiveStac
         stderr=subprocess.STDOUT,
     )
     stack = LiveStack(
-        f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", env, web_log, worker_log
+        f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", env, web_log, worker_log, worker.pid
     )
     try:
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 
 import cv2
 import numpy as np
 import pytest
-from celery.signals import worker_process_init
+from celery.app.task import Context
+from celery.signals import task_postrun, task_revoked, worker_process_init
 from worker_fakes import FakeClassifier, FakeDetector
 
-from classroom import services
+from classroom import dispatch, services
+from inference_worker import celery as worker_celery
 from inference_worker import runtime, tasks
 from inference_worker.celery import app
 from inference_worker.pipeline import Detection
@@ -36,6 +39,19 @@ def fakes(monkeypatch):
     return detector, classifier, recorded
 
 
+@pytest.fixture
+def drops(monkeypatch):
+    """A recorder in place of ``services.record_frame_dropped``; returns its calls."""
+    calls: list[dict] = []
+
+    def record_frame_dropped(**kwargs):
+        calls.append(kwargs)
+        return True
+
+    monkeypatch.setattr(services, "record_frame_dropped", record_frame_dropped, raising=False)
+    return calls
+
+
 def _jpeg_b64(height: int = 120, width: int = 160) -> str:
     ok, buf = cv2.imencode(".jpg", np.full((height, width, 3), 127, np.uint8))
     assert ok
@@ -53,8 +69,14 @@ def test_task_is_registered_by_name_with_at_most_once_options():
 
 def test_task_records_the_analysis(fakes):
     detector, classifier, recorded = fakes
+    received_at = time.time() * 1000.0  # fresh: older than ENGAGEMENT_FRAME_TTL_S is dropped
+    captured_at = received_at - 150.0
     value = tasks.analyze_frame_task(
-        participant_id=7, seq=3, frame_b64=_jpeg_b64(), captured_at=1.5e12, received_at=1.6e12
+        participant_id=7,
+        seq=3,
+        frame_b64=_jpeg_b64(),
+        captured_at=captured_at,
+        received_at=received_at,
     )
     assert value == "saved-frame-result"
     assert detector.calls == 1 and len(classifier.calls) == 1
@@ -62,8 +84,8 @@ def test_task_records_the_analysis(fakes):
     assert set(kwargs) == {"participant_id", "seq", "result", "captured_at", "received_at"}
     assert kwargs["participant_id"] == 7
     assert kwargs["seq"] == 3
-    assert kwargs["captured_at"] == 1.5e12
-    assert kwargs["received_at"] == 1.6e12
+    assert kwargs["captured_at"] == captured_at
+    assert kwargs["received_at"] == received_at
     result = kwargs["result"]
     assert set(result) == {"width", "height", "faces", "timings_ms"}
     assert (result["width"], result["height"]) == (160, 120)
@@ -126,3 +148,172 @@ def test_warm_failures_are_logged_not_raised(monkeypatch, settings, caplog):
     with caplog.at_level(logging.ERROR, logger="inference_worker"):
         assert runtime.warm_if_configured() is False
     assert "could not warm" in caplog.text
+
+
+# --- source and analysis mode -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["webcam", "screen"])
+def test_task_uses_the_detector_of_the_source(fakes, monkeypatch, source):
+    detector, _, recorded = fakes
+    asked = []
+
+    def get_detector(*args, **kwargs):
+        asked.append((args, kwargs))
+        return detector
+
+    monkeypatch.setattr(runtime, "get_detector", get_detector)
+    tasks.analyze_frame_task(1, 1, _jpeg_b64(), source=source)
+    assert asked == [((), {"source": source})]
+    assert detector.calls == 1 and len(recorded) == 1
+
+
+def test_old_messages_without_source_use_the_webcam_detector(fakes, monkeypatch):
+    detector, _, _ = fakes
+    asked = []
+    monkeypatch.setattr(runtime, "get_detector", lambda **kw: asked.append(kw) or detector)
+    tasks.analyze_frame_task(participant_id=1, seq=1, frame_b64=_jpeg_b64())
+    assert asked == [{"source": "webcam"}]
+
+
+def test_attention_mode_never_calls_the_classifier(fakes):
+    detector, classifier, recorded = fakes
+    tasks.analyze_frame_task(1, 2, _jpeg_b64(), analysis="attention")
+    assert detector.calls == 1
+    assert classifier.calls == []
+    (face,) = recorded[0]["result"]["faces"]
+    assert face["probabilities"] is None and face["label"] is None
+
+
+def test_expression_mode_classifies(fakes):
+    _, classifier, recorded = fakes
+    tasks.analyze_frame_task(1, 2, _jpeg_b64(), analysis="expression")
+    assert len(classifier.calls) == 1
+    assert len(recorded[0]["result"]["faces"][0]["probabilities"]) == 7
+
+
+def test_unknown_analysis_mode_is_logged_not_analysed(fakes, caplog):
+    detector, _, recorded = fakes
+    with caplog.at_level(logging.WARNING, logger="inference_worker"):
+        assert tasks.analyze_frame_task(1, 2, _jpeg_b64(), analysis="emotions") is None
+    assert recorded == [] and detector.calls == 0
+    assert "unknown analysis mode" in caplog.text
+
+
+def test_unknown_source_is_logged_not_analysed(fakes, monkeypatch, caplog):
+    _, _, recorded = fakes
+
+    def get_detector(**kwargs):
+        raise ValueError(f"unknown source {kwargs['source']!r}")
+
+    monkeypatch.setattr(runtime, "get_detector", get_detector)
+    with caplog.at_level(logging.WARNING, logger="inference_worker"):
+        assert tasks.analyze_frame_task(1, 2, _jpeg_b64(), source="tv") is None
+    assert recorded == []
+    assert "unknown source 'tv'" in caplog.text
+
+
+# --- backpressure: stale and expired frames -----------------------------------------------------
+
+
+def test_frame_older_than_the_ttl_is_dropped_as_stale(fakes, drops, settings):
+    detector, classifier, recorded = fakes
+    settings.ENGAGEMENT_FRAME_TTL_S = 2.0
+    received_at = (time.time() - 2.5) * 1000.0
+    assert tasks.analyze_frame_task(4, 11, _jpeg_b64(), received_at=received_at) is None
+    assert drops == [{"participant_id": 4, "seq": 11, "reason": "stale"}]
+    assert recorded == [] and detector.calls == 0 and classifier.calls == []
+
+
+def test_frame_within_the_ttl_is_analysed(fakes, drops, settings):
+    _, _, recorded = fakes
+    settings.ENGAGEMENT_FRAME_TTL_S = 2.0
+    received_at = (time.time() - 1.5) * 1000.0
+    assert tasks.analyze_frame_task(4, 12, _jpeg_b64(), received_at=received_at) is not None
+    assert drops == [] and len(recorded) == 1
+
+
+def test_frame_age():
+    assert tasks.frame_age_s(None) is None
+    assert tasks.frame_age_s(1_000_000.0, now_s=1_003.5) == pytest.approx(3.5)
+    assert 0.0 <= tasks.frame_age_s(time.time() * 1000.0) < 1.0
+
+
+def test_worker_and_dispatch_agree_on_the_header_names():
+    assert tasks.PARTICIPANT_HEADER == dispatch.PARTICIPANT_HEADER
+    assert tasks.SEQ_HEADER == dispatch.SEQ_HEADER
+
+
+def _revoked_request(**headers) -> Context:
+    """The ``request`` Celery passes to ``task_revoked``: a Context of the message headers."""
+    return Context({"id": "abc", "task": TASK_NAME, "kwargsrepr": "{...}", **headers})
+
+
+def test_expired_message_is_counted_through_the_signal(drops):
+    task_revoked.send(
+        sender=app.tasks[TASK_NAME],
+        request=_revoked_request(engagement_participant_id=9, engagement_seq=41),
+        terminated=False,
+        signum=None,
+        expired=True,
+    )
+    assert drops == [{"participant_id": 9, "seq": 41, "reason": "expired"}]
+
+
+@pytest.mark.parametrize(
+    ("task_name", "expired", "headers"),
+    [
+        (TASK_NAME, False, {"engagement_participant_id": 9, "engagement_seq": 1}),  # revoked
+        ("classroom.tasks.build_session_report", True, {"engagement_participant_id": 9}),
+        (TASK_NAME, True, {}),  # a message from before the headers existed
+        (TASK_NAME, True, {"engagement_participant_id": "nine"}),
+    ],
+)
+def test_other_revocations_are_not_counted(drops, task_name, expired, headers):
+    class Sender:
+        name = task_name
+
+    assert (
+        tasks.count_expired_frame(
+            sender=Sender(), request=_revoked_request(**headers), expired=expired
+        )
+        is False
+    )
+    assert drops == []
+
+
+def test_expired_counting_failure_is_logged_not_raised(monkeypatch, caplog):
+    def boom(**kwargs):
+        raise RuntimeError("database down")
+
+    monkeypatch.setattr(services, "record_frame_dropped", boom, raising=False)
+    with caplog.at_level(logging.ERROR, logger="inference_worker"):
+        assert (
+            tasks.count_expired_frame(
+                sender=app.tasks[TASK_NAME],
+                request=_revoked_request(engagement_participant_id=3, engagement_seq=5),
+                expired=True,
+            )
+            is False
+        )
+    assert "could not count the expired frame of participant 3" in caplog.text
+
+
+# --- database connections -------------------------------------------------------------------------
+
+
+def test_celery_keeps_database_connections_between_tasks():
+    """Celery's Django fixup would close the connection around every task without this key."""
+    from celery.fixups.django import DjangoWorkerFixup
+
+    assert app.conf.get("CELERY_DB_REUSE_MAX") == worker_celery.DB_REUSE_MAX_TASKS >= 1000
+    assert DjangoWorkerFixup(app).db_reuse_max == worker_celery.DB_REUSE_MAX_TASKS
+
+
+def test_django_closes_old_connections_after_each_task(monkeypatch):
+    import django.db
+
+    calls = []
+    monkeypatch.setattr(django.db, "close_old_connections", lambda: calls.append(1))
+    task_postrun.send(sender=app.tasks[TASK_NAME], task_id="t", task=app.tasks[TASK_NAME])
+    assert calls == [1]

@@ -24,431 +24,26 @@ import asyncio
 import json
 import logging
 import math
-import re
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from html import unescape
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.management.base import BaseCommand, CommandError
 
-from classroom.events import CLOSE_FORBIDDEN, CLOSE_SESSION_ENDED, encode_frame
-
-#: The student page scales a webcam frame to at most this width (issue #2) ...
-MAX_WIDTH_PX = 640
-#: ... and encodes it as JPEG at quality 0.8 (canvas.toBlob('image/jpeg', 0.8)).
-JPEG_QUALITY = 80
-#: Distinct frames prepared per media file at most; longer runs loop over them.
-MAX_FRAMES_PER_FILE = 300
-#: Seconds to wait, after the last frame, for outstanding acks and the last dashboard updates.
-DEFAULT_DRAIN_S = 3.0
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
-
-
-# --- frames: pure helpers (unit-tested) ---------------------------------------------------------
-
-
-def scaled_size(width: int, height: int, max_width: int = MAX_WIDTH_PX) -> tuple[int, int]:
-    """Size of a frame scaled down, like the student page, to at most ``max_width`` pixels wide.
-
-    Args:
-        width: Source width in pixels (> 0).
-        height: Source height in pixels (> 0).
-        max_width: Largest output width in pixels (640 for a webcam, 1280 for a screen share).
-
-    Returns:
-        ``(width, height)`` keeping the aspect ratio, rounded to whole pixels (each >= 1); the
-        source size unchanged when it is already narrow enough (never upscaled).
-    """
-    scale = min(1.0, max_width / width)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def scale_to_width(image, max_width: int = MAX_WIDTH_PX):
-    """Scale an image down to at most ``max_width`` pixels wide (area interpolation).
-
-    Args:
-        image: ``uint8`` array ``(H, W, 3)`` (BGR) or ``(H, W)``.
-        max_width: Largest output width in pixels.
-
-    Returns:
-        The resized array, or ``image`` itself when it is already narrow enough.
-    """
-    import cv2
-
-    height, width = image.shape[:2]
-    size = scaled_size(width, height, max_width)
-    if size == (width, height):
-        return image
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-
-
-def encode_jpeg(image, quality: int = JPEG_QUALITY) -> bytes:
-    """Encode an image as JPEG.
-
-    Args:
-        image: ``uint8`` array ``(H, W, 3)`` (BGR) or ``(H, W)``.
-        quality: JPEG quality 0..100.
-
-    Returns:
-        The JPEG bytes.
-
-    Raises:
-        ValueError: OpenCV could not encode the image.
-    """
-    import cv2
-
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return buf.tobytes()
-
-
-def load_frames(
-    path: Path, *, interval_s: float, max_frames: int, max_width: int = MAX_WIDTH_PX
-) -> list[bytes]:
-    """Prepare the JPEG frames a student would send from one media file.
-
-    An image gives one frame (sent again every interval). A video is sampled every
-    ``interval_s`` seconds of video time, as a webcam showing it would be.
-
-    Args:
-        path: Image (JPEG, PNG, WebP, ...) or video (anything OpenCV's FFmpeg backend reads).
-        interval_s: Seconds between two frames (the session's frame interval), > 0.
-        max_frames: Most frames to keep (the run's length in frames, capped).
-        max_width: Largest width in pixels; larger frames are scaled down.
-
-    Returns:
-        One or more JPEG byte strings, in time order.
-
-    Raises:
-        CommandError: The file cannot be read as an image or a video, or has no frames.
-    """
-    import cv2
-
-    if not path.is_file():
-        raise CommandError(f"media file not found: {path}")
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise CommandError(f"cannot read image: {path}")
-        return [encode_jpeg(scale_to_width(image, max_width))]
-
-    capture = cv2.VideoCapture(str(path))
-    try:
-        if not capture.isOpened():
-            raise CommandError(f"cannot open video: {path}")
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        fps = fps if fps and math.isfinite(fps) and fps > 0 else 25.0
-        step = max(1.0, interval_s * fps)  # video frames per sample
-        frames: list[bytes] = []
-        index = 0  # index of the next frame the capture returns
-        while len(frames) < max_frames:
-            if index < round(len(frames) * step):
-                ok = capture.grab()  # skip a frame without converting it to BGR
-            else:
-                ok, image = capture.read()
-                if ok:
-                    frames.append(encode_jpeg(scale_to_width(image, max_width)))
-            if not ok:
-                break
-            index += 1
-    finally:
-        capture.release()
-    if not frames:
-        raise CommandError(f"no frames could be read from: {path}")
-    return frames
-
-
-# --- HTTP and WebSocket clients -----------------------------------------------------------------
-
-
-class JoinFailed(Exception):
-    """The server refused the join form (wrong code, ended session, ...)."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(f"{message} ({code})")
-        self.code = code
-        self.message = message
-
-
-_JOIN_ERROR = re.compile(r'data-join-error="([^"]*)"[^>]*>\s*(.*?)\s*</', re.S)
-
-
-def parse_join_error(html: str) -> tuple[str, str]:
-    """Extract the reason from a re-rendered join page.
-
-    Args:
-        html: Body of the join page after a failed ``POST /join/``.
-
-    Returns:
-        ``(code, message)``; code is e.g. ``unknown_code`` or ``session_ended``, ``unknown`` when
-        the page carries no ``data-join-error`` element.
-    """
-    match = _JOIN_ERROR.search(html)
-    if not match:
-        return "unknown", "the join page did not accept the form"
-    return match.group(1), " ".join(unescape(re.sub(r"<[^>]+>", " ", match.group(2))).split())
-
-
-def ws_base(url: str) -> str:
-    """``http://host:port`` -> ``ws://host:port`` (``https`` -> ``wss``)."""
-    parts = urlsplit(url)
-    scheme = "wss" if parts.scheme == "https" else "ws"
-    return f"{scheme}://{parts.netloc}"
-
-
-def origin_of(url: str) -> str:
-    """The ``Origin`` a browser would send for pages under ``url`` (scheme://host[:port])."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def cookie_header(client) -> str:
-    """All cookies of an ``httpx.AsyncClient`` as one ``Cookie`` header value."""
-    return "; ".join(f"{cookie.name}={cookie.value}" for cookie in client.cookies.jar)
-
-
-async def _post_form(client, path: str, data: dict[str, str]):
-    """POST a form the way a browser does: CSRF token from the cookie, Referer of the form page."""
-    token = client.cookies.get("csrftoken", "")
-    return await client.post(
-        path,
-        data={"csrfmiddlewaretoken": token, **data},
-        headers={"Referer": f"{str(client.base_url).rstrip('/')}{path}", "X-CSRFToken": token},
-    )
-
-
-@dataclass
-class StudentStats:
-    """What one simulated student saw."""
-
-    name: str
-    sent: int = 0
-    acked: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    results: int = 0
-    last_faces: int | None = None
-    ended: bool = False
-    close_code: int | None = None
-    error: str | None = None
-
-
-class SimulatedStudent:
-    """One student: HTTP join, then frames over the WebSocket at the session's interval."""
-
-    def __init__(self, base_url: str, code: str, name: str, *, timeout: float):
-        import httpx
-
-        self.base_url = base_url
-        self.code = code
-        self.stats = StudentStats(name=name)
-        self.config: dict[str, Any] = {}
-        self.client = httpx.AsyncClient(base_url=base_url, timeout=timeout, follow_redirects=False)
-        self._ended = asyncio.Event()
-
-    async def join(self) -> dict[str, Any]:
-        """Join through the HTML form and read ``/student/config.json``.
-
-        Returns:
-            The student config (``session.frame_interval_s``, ``ws_path``, ...).
-
-        Raises:
-            JoinFailed: The form was refused.
-            httpx.HTTPError: The server cannot be reached or answered unexpectedly.
-        """
-        page = await self.client.get("/join/", params={"code": self.code})
-        page.raise_for_status()
-        response = await _post_form(
-            self.client,
-            "/join/",
-            {"code": self.code, "display_name": self.stats.name, "consent": "on"},
-        )
-        if response.status_code not in (302, 303):
-            raise JoinFailed(*parse_join_error(response.text))
-        config = await self.client.get("/student/config.json")
-        config.raise_for_status()
-        self.config = config.json()
-        return self.config
-
-    async def stream(
-        self, frames: list[bytes], *, offset: int, seconds: float, drain_s: float
-    ) -> None:
-        """Send ``frames`` (looped, starting at ``offset``) for ``seconds``, counting replies.
-
-        Args:
-            frames: JPEG frames.
-            offset: Index of the first frame (so students do not all show the same frame).
-            seconds: How long to stream.
-            drain_s: After the last frame, how long to wait for outstanding acks.
-        """
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed
-
-        interval = float(self.config["session"]["frame_interval_s"])
-        url = ws_base(self.base_url) + self.config.get("ws_path", "/ws/stream/")
-        loop = asyncio.get_running_loop()
-        async with connect(
-            url,
-            origin=origin_of(self.base_url),
-            additional_headers={"Cookie": cookie_header(self.client)},
-            max_size=2**20,
-        ) as ws:
-            receiver = asyncio.create_task(self._receive(ws))
-            deadline = loop.time() + seconds
-            next_send = loop.time()
-            seq = 0
-            try:
-                while loop.time() < deadline and not self._ended.is_set():
-                    seq += 1
-                    frame = frames[(offset + seq - 1) % len(frames)]
-                    self.stats.sent += 1
-                    await ws.send(encode_frame(seq, time.time() * 1000.0, frame))
-                    # A steady schedule, never a catch-up burst (the server rate-limits).
-                    next_send = max(next_send + interval, loop.time())
-                    wait = min(next_send, deadline) - loop.time()
-                    if wait > 0:
-                        try:
-                            await asyncio.wait_for(self._ended.wait(), timeout=wait)
-                        except TimeoutError:
-                            pass
-                drain_until = loop.time() + drain_s
-                while self._pending() and not self._ended.is_set() and loop.time() < drain_until:
-                    await asyncio.sleep(0.05)
-            except ConnectionClosed:
-                pass
-            finally:
-                await ws.close()
-                await receiver
-                self.stats.close_code = ws.close_code
-
-    async def _receive(self, ws) -> None:
-        from websockets.exceptions import ConnectionClosed
-
-        try:
-            async for message in ws:
-                if isinstance(message, bytes):
-                    continue
-                reply = json.loads(message)
-                kind = reply.get("type")
-                if kind == "ack":
-                    self.stats.acked += 1
-                elif kind == "error":
-                    self.stats.rejected[reply.get("code") or "unknown"] += 1
-                elif kind == "result":
-                    self.stats.results += 1
-                    self.stats.last_faces = reply.get("faces")
-                elif kind == "session.ended":
-                    self.stats.ended = True
-                    self._ended.set()
-        except ConnectionClosed:
-            pass
-        finally:
-            if ws.close_code == CLOSE_SESSION_ENDED:
-                self.stats.ended = True
-            self._ended.set()
-
-    def _pending(self) -> int:
-        """Frames sent and not yet answered (ack or error)."""
-        return self.stats.sent - self.stats.acked - sum(self.stats.rejected.values())
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self.client.aclose()
-
-
-class TeacherWatcher:
-    """A teacher's dashboard connection that prints every ``session.update``."""
-
-    def __init__(self, base_url: str, *, timeout: float, write):
-        import httpx
-
-        self.base_url = base_url
-        self.client = httpx.AsyncClient(base_url=base_url, timeout=timeout, follow_redirects=False)
-        self.write = write
-        self.updates = 0
-        self.last: dict[str, Any] | None = None
-        self.session_id: str | None = None
-        self.started_at = time.monotonic()
-
-    async def login(self, username: str | None, password: str | None, cookie: str | None) -> None:
-        """Log in through the login form, or adopt an existing ``sessionid`` cookie.
-
-        Raises:
-            CommandError: The login form was refused.
-        """
-        if cookie:
-            name, _, value = cookie.partition("=")
-            if not value:  # a bare value is the session id
-                name, value = "sessionid", name
-            self.client.cookies.set(name.strip(), value.strip())
-            return
-        page = await self.client.get("/accounts/login/")
-        page.raise_for_status()
-        response = await _post_form(
-            self.client,
-            "/accounts/login/",
-            {"username": username or "", "password": password or ""},
-        )
-        if response.status_code not in (302, 303):
-            raise CommandError(
-                f"teacher login failed for {username!r} (wrong username or password?)"
-            )
-
-    async def find_session(self, code: str) -> dict[str, Any]:
-        """The teacher's session with this join code, from ``/sessions.json``.
-
-        Raises:
-            CommandError: Not logged in as a teacher, or no session of this teacher has the code.
-        """
-        response = await self.client.get("/sessions.json", params={"code": code})
-        if response.status_code in (302, 403):
-            raise CommandError("the teacher connection is not logged in as a teacher")
-        response.raise_for_status()
-        sessions = response.json()["sessions"]
-        if not sessions:
-            raise CommandError(f"the teacher has no session with join code {code!r}")
-        return sessions[0]
-
-    async def start_session(self, session_id: str) -> None:
-        """Start a draft session (the board's Start button)."""
-        response = await _post_form(self.client, f"/sessions/{session_id}/start/", {})
-        if response.status_code not in (302, 303):
-            raise CommandError(
-                f"could not start session {session_id} (HTTP {response.status_code})"
-            )
-
-    async def watch(self, session_id: str) -> None:
-        """Print each dashboard update until cancelled."""
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidStatus
-
-        url = f"{ws_base(self.base_url)}/ws/dashboard/{session_id}/"
-        try:
-            async with connect(
-                url,
-                origin=origin_of(self.base_url),
-                additional_headers={"Cookie": cookie_header(self.client)},
-            ) as ws:
-                async for message in ws:
-                    update = json.loads(message)
-                    if update.get("type") == "session.update":
-                        self.updates += 1
-                        self.last = update
-                        self.write(format_update(update, time.monotonic() - self.started_at))
-        except InvalidStatus as exc:
-            self.write(f"[dashboard] refused: HTTP {exc.response.status_code}")
-        except ConnectionClosed as exc:
-            if exc.rcvd and exc.rcvd.code == CLOSE_FORBIDDEN:
-                self.write("[dashboard] refused: not this session's teacher")
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self.client.aclose()
+from classroom.events import CLOSE_FORBIDDEN
+from classroom.management.simulation import (
+    DEFAULT_DRAIN_S,
+    MAX_FRAMES_PER_FILE,
+    MAX_WIDTH_BY_SOURCE,
+    SimulatedStudent,
+    TeacherWatcher,
+    add_client_arguments,
+    client_errors,
+    join_all,
+    load_frames,
+)
 
 
 def format_update(update: dict[str, Any], elapsed_s: float) -> str:
@@ -522,7 +117,7 @@ class Command(BaseCommand):
             default=DEFAULT_DRAIN_S,
             help=f"seconds to wait for last acks and dashboard updates (default {DEFAULT_DRAIN_S:g})",
         )
-        parser.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds")
+        add_client_arguments(parser)
         parser.add_argument(
             "--json", action="store_true", help="also print the summary as one JSON line"
         )
@@ -556,7 +151,6 @@ class Command(BaseCommand):
         self.stdout.flush()
 
     async def _simulate(self, opts: dict[str, Any], media: list[Path]) -> dict[str, Any]:
-        import httpx
         from websockets.exceptions import InvalidStatus, InvalidURI
 
         base_url = opts["url"].rstrip("/")
@@ -565,16 +159,27 @@ class Command(BaseCommand):
         code = "".join(opts["code"].split()).replace("-", "").upper()
         students = [
             SimulatedStudent(
-                base_url, code, f"{opts['name_prefix']} {i + 1}", timeout=opts["timeout"]
+                base_url,
+                code,
+                f"{opts['name_prefix']} {i + 1}",
+                timeout=opts["timeout"],
+                source=opts["source"],
             )
             for i in range(opts["students"])
         ]
         watcher = None
         watch_task = None
         try:
-            try:
+            with client_errors(base_url, code):
                 if opts["teacher_username"] or opts["teacher_cookie"]:
-                    watcher = TeacherWatcher(base_url, timeout=opts["timeout"], write=self._write)
+                    watcher = TeacherWatcher(
+                        base_url,
+                        timeout=opts["timeout"],
+                        write=self._write,
+                        on_update=lambda update, _arrived_ms: self._write(
+                            format_update(update, time.monotonic() - watcher.started_at)
+                        ),
+                    )
                     await watcher.login(
                         opts["teacher_username"], opts["teacher_password"], opts["teacher_cookie"]
                     )
@@ -586,17 +191,7 @@ class Command(BaseCommand):
                         await watcher.start_session(watcher.session_id)
                         self._write(f"started session {watcher.session_id}")
                     watch_task = asyncio.create_task(watcher.watch(watcher.session_id))
-                # The first join checks the code and the URL; the others then join together.
-                config = await students[0].join()
-                await asyncio.gather(*(s.join() for s in students[1:]))
-            except JoinFailed as exc:
-                raise CommandError(f"join failed for code {code!r}: {exc}") from exc
-            except httpx.HTTPStatusError as exc:
-                raise CommandError(
-                    f"unexpected HTTP {exc.response.status_code} from {exc.request.url}"
-                ) from exc
-            except httpx.HTTPError as exc:
-                raise CommandError(f"cannot reach {base_url}: {exc!r}") from exc
+                config = await join_all(students)
 
             interval = float(config["session"]["frame_interval_s"])
             self._write(
@@ -606,13 +201,18 @@ class Command(BaseCommand):
             max_frames = min(MAX_FRAMES_PER_FILE, math.ceil(opts["seconds"] / interval) + 1)
             frame_sets = [
                 await asyncio.to_thread(
-                    load_frames, path, interval_s=interval, max_frames=max_frames
+                    load_frames,
+                    path,
+                    interval_s=interval,
+                    max_frames=max_frames,
+                    max_width=MAX_WIDTH_BY_SOURCE[opts["source"]],
                 )
                 for path in media
             ]
             for path, frames in zip(media, frame_sets, strict=True):
                 self._write(
-                    f"media {path.name}: {len(frames)} frame(s) of at most {MAX_WIDTH_PX} px wide"
+                    f"media {path.name}: {len(frames)} frame(s) of at most "
+                    f"{MAX_WIDTH_BY_SOURCE[opts['source']]} px wide"
                 )
 
             started = time.monotonic()

@@ -2,7 +2,8 @@
  * Student streaming page. The student picks the webcam (getUserMedia) or a screen share
  * (getDisplayMedia); every frame_interval_s the current video frame is drawn onto a canvas scaled
  * down to at most 640 px wide (webcam) or 1280 px (screen), encoded as JPEG and sent over
- * ws(s)://<host>/ws/stream/ as one binary message (CONTRACTS.md, "Wire protocol"):
+ * ws(s)://<host>/ws/stream/?source=webcam|screen (what is streamed; it selects the server's
+ * face-detection settings) as one binary message (CONTRACTS.md, "Wire protocol"):
  *
  *   bytes 0..3   seq          uint32 big-endian, starts at 1
  *   bytes 4..11  captured_at  float64 big-endian, ms since the Unix epoch (this clock)
@@ -17,6 +18,7 @@
   // Do not queue frames behind a slow link: skip a tick while this much is still unsent.
   var MAX_BUFFERED_BYTES = 1000000;
   var CLOSE_SESSION_ENDED = 4000;
+  var CLOSE_BAD_REQUEST = 4400;
   var CLOSE_NOT_JOINED = 4403;
 
   var configEl = document.getElementById('student-config');
@@ -183,7 +185,8 @@
 
   function socketUrl() {
     var scheme = window.location.protocol === 'https:' ? 'wss://' : 'ws://';
-    return scheme + window.location.host + config.ws_path;
+    return scheme + window.location.host + config.ws_path +
+      '?source=' + encodeURIComponent(state.source || 'webcam');
   }
 
   function sessionEnded() {
@@ -227,6 +230,10 @@
       if (state.socket !== socket) { return; }
       state.socket = null;
       if (event.code === CLOSE_SESSION_ENDED) { sessionEnded(); return; }
+      if (event.code === CLOSE_BAD_REQUEST) {
+        stop('The server refused the stream: ' + (event.reason || 'bad request') + '.');
+        return;
+      }
       if (event.code === CLOSE_NOT_JOINED) {
         stop('The server does not know this browser any more: please join again.');
         return;

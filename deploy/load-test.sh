@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Production-mode load test on this machine (issue #4, item 6):
+#
+#   deploy/load-test.sh --students 30 --fps 1 --seconds 60 [--json] [other load_test options]
+#   make loadtest ARGS="--students 30 --fps 1 --seconds 60"
+#
+# Starts, on loopback only: PostgreSQL and Redis (deploy/test-services.sh, left running if they
+# already were), a database of its own (LOADTEST_DB, default engagement_loadtest, migrated) and a
+# Redis database of its own (LOADTEST_REDIS_DB, default 14, flushed), Daphne with
+# engagement.settings.production (static files collected under var/loadtest/), and ONE Celery
+# worker process (`-c 1 -Q inference,default`, models warmed before the run). Then runs
+# `manage.py load_test --url http://127.0.0.1:PORT "$@"` (a throwaway teacher is created in the
+# load-test database) and stops what it started. Logs: var/loadtest/{web,worker}.log.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+py=${PYTHON:-$root/.venv/bin/python}
+var="$root/var/loadtest"
+mkdir -p "$var"
+say() { echo "load-test: $*" >&2; }
+
+redis_port=${ENGAGEMENT_TEST_REDIS_PORT:-6379}
+services_were_up=false
+if redis-cli -p "$redis_port" ping >/dev/null 2>&1 && pg_isready -h 127.0.0.1 -q 2>/dev/null; then
+  services_were_up=true
+fi
+eval "$(deploy/test-services.sh start)"
+
+db_name=${LOADTEST_DB:-engagement_loadtest}
+redis_db=${LOADTEST_REDIS_DB:-14}
+export DATABASE_URL="${DATABASE_URL%/*}/$db_name"
+export REDIS_URL="${REDIS_URL%/*}/$redis_db"
+export DJANGO_SETTINGS_MODULE=engagement.settings.production
+export DJANGO_SECRET_KEY=${DJANGO_SECRET_KEY:-"load-test-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"}
+export DJANGO_ALLOWED_HOSTS=127.0.0.1,localhost
+export DJANGO_SECURE_COOKIES=false # plain http on loopback: Secure cookies would never be sent
+export DJANGO_STATIC_ROOT="$var/static"
+export ENGAGEMENT_EMBEDDED_WORKER=false ENGAGEMENT_WARM_MODELS=true PYTHONUNBUFFERED=1
+
+"$py" - <<'EOF'
+import os
+import urllib.parse
+
+import psycopg2
+
+url = urllib.parse.urlsplit(os.environ["DATABASE_URL"])
+name = url.path.lstrip("/")
+conn = psycopg2.connect(
+    host=url.hostname, port=url.port, user=url.username, password=url.password, dbname="postgres"
+)
+conn.autocommit = True
+with conn.cursor() as cur:
+    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+    if cur.fetchone() is None:
+        cur.execute(f'CREATE DATABASE "{name}"')
+conn.close()
+EOF
+redis-cli -p "$redis_port" -n "$redis_db" flushdb >/dev/null
+say "migrating $db_name and collecting static files"
+"$py" manage.py migrate --noinput >"$var/migrate.log" 2>&1 || { cat "$var/migrate.log" >&2; exit 1; }
+"$py" manage.py collectstatic --noinput >"$var/collectstatic.log" 2>&1 ||
+  { cat "$var/collectstatic.log" >&2; exit 1; }
+
+port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+web_pid="" worker_pid=""
+cleanup() {
+  for pid in $web_pid $worker_pid; do kill "$pid" 2>/dev/null || true; done
+  for pid in $web_pid $worker_pid; do wait "$pid" 2>/dev/null || true; done
+  if [ "$services_were_up" = false ]; then deploy/test-services.sh stop >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT INT TERM
+
+"$py" -m daphne -b 127.0.0.1 -p "$port" engagement.asgi:application >"$var/web.log" 2>&1 &
+web_pid=$!
+"$py" -m celery -A inference_worker worker -Q inference,default -c 1 -P prefork \
+  --without-gossip --without-mingle --without-heartbeat -l INFO >"$var/worker.log" 2>&1 &
+worker_pid=$!
+
+say "waiting for Daphne on 127.0.0.1:$port and the worker's models"
+for _ in $(seq 240); do
+  kill -0 "$web_pid" 2>/dev/null || { cat "$var/web.log" >&2; say "Daphne exited"; exit 1; }
+  kill -0 "$worker_pid" 2>/dev/null || { cat "$var/worker.log" >&2; say "worker exited"; exit 1; }
+  if "$py" -c "import socket,sys; sys.exit(socket.socket().connect_ex(('127.0.0.1', $port)))" &&
+    grep -q "models warmed" "$var/worker.log"; then
+    break
+  fi
+  sleep 0.5
+done
+grep -q "models warmed" "$var/worker.log" || { cat "$var/worker.log" >&2; say "worker not ready"; exit 1; }
+
+"$py" manage.py load_test --url "http://127.0.0.1:$port" "$@"
