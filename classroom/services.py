@@ -734,24 +734,31 @@ def _count_in_bucket(
 ) -> None:
     """Add one frame to the participant's ``TimelineBucket`` (``F()`` increments).
 
+    Call with the participant row locked (see :func:`record_frame_result`).
+
     ``pose_faces`` counts faces whose ``attentive`` is not None (a head pose was estimated),
     ``attentive_faces`` those with ``attentive`` true; the expression columns count SMOOTHED
     labels (no expression column moves in attention-only sessions).
     """
-    bucket, _ = TimelineBucket.objects.get_or_create(
-        participant_id=participant_id, index=_bucket_index(session, received_at)
-    )
-    increments = {
-        "frames": F("frames") + 1,
-        "face_sum": F("face_sum") + len(observations),
-        "pose_faces": F("pose_faces") + sum(o.attentive is not None for o in observations),
-        "attentive_faces": F("attentive_faces") + sum(o.attentive is True for o in observations),
+    index = _bucket_index(session, received_at)
+    counts = {
+        "frames": 1,
+        "face_sum": len(observations),
+        "pose_faces": sum(o.attentive is not None for o in observations),
+        "attentive_faces": sum(o.attentive is True for o in observations),
     }
     for label in EXPRESSIONS:
         count = sum(o.smoothed_label == label for o in observations)
         if count:
-            increments[label] = F(label) + count
-    TimelineBucket.objects.filter(pk=bucket.pk).update(**increments)
+            counts[label] = count
+    # One UPDATE in the common case; the row is created once per bucket. No race between the
+    # two: the caller holds the participant's row lock, and only this participant's frames
+    # write this participant's buckets.
+    updated = TimelineBucket.objects.filter(participant_id=participant_id, index=index).update(
+        **{name: F(name) + value for name, value in counts.items()}
+    )
+    if not updated:
+        TimelineBucket.objects.create(participant_id=participant_id, index=index, **counts)
 
 
 def record_frame_result(
@@ -765,15 +772,15 @@ def record_frame_result(
     """Store the analysis of one frame, idempotently on ``(participant, seq)``.
 
     Called by the inference worker. Only numbers are stored (boxes, probabilities, labels, head
-    pose, timings). In ONE transaction, with the participant row locked (``SELECT ... FOR NO KEY
-    UPDATE`` on PostgreSQL, so concurrent workers are serialised per participant; SQLite
-    serialises writers anyway): the ``FrameResult``, the faces matched to the participant's
-    ``Track`` rows (``classroom.tracking``: IoU/centre matching, time-aware EMA of the
-    probabilities with ``ENGAGEMENT_SMOOTHING_TAU_S``), one ``FaceObservation`` per face (raw
-    and smoothed expression, head pose), ``Participant.frames_analysed`` + 1 and the
-    participant's ``TimelineBucket`` for the arrival time. A duplicate seq changes nothing.
-    On commit the session's dashboards refresh and the student's socket gets a ``result``
-    message.
+    pose, timings). All in ONE transaction whose first statement, the ``frames_analysed``
+    increment, locks the participant's row (so concurrent workers are serialised per
+    participant on PostgreSQL; SQLite serialises writers anyway): the ``FrameResult``, the faces
+    matched to the participant's ``Track`` rows (``classroom.tracking``: IoU/centre matching,
+    time-aware EMA of the probabilities with ``ENGAGEMENT_SMOOTHING_TAU_S``), one
+    ``FaceObservation`` per face (raw and smoothed expression, head pose) and the participant's
+    ``TimelineBucket`` for the arrival time. A duplicate seq fails the unique constraint and
+    rolls everything back, so it changes nothing. On commit the session's dashboards refresh and
+    the student's socket gets a ``result`` message.
 
     In attention-only sessions (``session.analysis == "attention"``) every expression field is
     stored as NULL whatever the worker sent, and tracks carry no smoothed probabilities.
@@ -830,16 +837,15 @@ def record_frame_result(
     arrived_at = _ms_to_datetime(received_at) or analysed_at
     try:
         with transaction.atomic():
-            locked = Participant.objects.select_for_update(no_key=True).filter(pk=participant.pk)
-            if not list(locked.values_list("pk", flat=True)):
+            # The counter UPDATE also takes the participant's row lock, which serialises
+            # concurrent workers per participant until commit (tracks and buckets below rely
+            # on it). A duplicate seq then fails the unique constraint on insert, which rolls
+            # the whole transaction back, counter included.
+            if not Participant.objects.filter(pk=participant.pk).update(
+                frames_analysed=F("frames_analysed") + 1
+            ):
                 logger.info(
                     "result for frame %s dropped: participant %s is gone", seq, participant_id
-                )
-                return None
-            # Checked under the lock: a concurrent duplicate has committed by now.
-            if FrameResult.objects.filter(participant=participant, seq=seq).exists():
-                logger.info(
-                    "duplicate result for frame %s of participant %s ignored", seq, participant_id
                 )
                 return None
             frame = FrameResult.objects.create(
@@ -857,9 +863,6 @@ def record_frame_result(
             for observation in observations:
                 observation.frame = frame
             FaceObservation.objects.bulk_create(observations)
-            Participant.objects.filter(pk=participant.pk).update(
-                frames_analysed=F("frames_analysed") + 1
-            )
             _count_in_bucket(participant.pk, session, observations, arrived_at)
             transaction.on_commit(
                 partial(_after_result, session.pk, participant.pk, seq, len(observations))
@@ -867,7 +870,7 @@ def record_frame_result(
     except IntegrityError:
         if FrameResult.objects.filter(participant=participant, seq=seq).exists():
             logger.info(
-                "duplicate result for frame %s of participant %s ignored (race)",
+                "duplicate result for frame %s of participant %s ignored",
                 seq,
                 participant_id,
             )
