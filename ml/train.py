@@ -424,6 +424,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--limit", type=int, default=None, help="read only this many csv rows")
     p.add_argument("--width", type=float, default=None, help="cnn channel multiplier")
     p.add_argument("--weights", default=None, help="resnet50: imagenet (downloads) or none")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="resnet50: side the 48-px face is resized to (default 96; >= 32)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.keras")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
     a = p.parse_args(argv)
@@ -432,6 +438,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         kwargs["width"] = a.width
     if a.weights and a.weights != "none":
         kwargs["weights"] = a.weights
+    if a.input_size is not None:
+        if a.arch != "resnet50":
+            p.error("--input-size applies to --arch resnet50 only")
+        kwargs["input_size"] = a.input_size
     cfg = TrainConfig(
         arch=a.arch,
         data=a.data,

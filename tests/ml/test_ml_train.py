@@ -97,6 +97,14 @@ def test_parse_args_builds_config():
     assert cfg.model_kwargs == {} and resume is True
     cfg, _ = parse_args(["--width", "0.25"])
     assert cfg.model_kwargs == {"width": 0.25}
+    cfg, _ = parse_args(["--arch", "resnet50", "--input-size", "64"])
+    assert cfg.model_kwargs == {"input_size": 64}
+
+
+def test_input_size_is_refused_for_the_cnn(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--arch", "cnn", "--input-size", "64"])
+    assert "--input-size applies to --arch resnet50 only" in capsys.readouterr().err
 
 
 def test_command_line_is_runnable_form():
