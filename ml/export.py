@@ -237,7 +237,7 @@ def export_model(
         ParityError: agreement below ``min_parity`` (nothing is written to ``out_dir``).
     """
     from ml.inference import ExpressionClassifier
-    from ml.modelio import load_keras_model
+    from ml.modelio import load_keras_model, with_float16_weights
 
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
@@ -281,7 +281,8 @@ def export_model(
         keras_file, tflite_file, meta_file = (
             tmp / f"{name}{s}" for s in (".keras", ".tflite", ".json")
         )
-        model.save(keras_file)
+        # float16 storage halves the file; loaders rebuild it in float32 (ml.modelio).
+        with_float16_weights(model).save(keras_file)
         tflite_file.write_bytes(convert_to_tflite(model, quantize, calibration))
         # Stub metadata so both loaders know the output kind before the real file exists.
         stub = {"labels": list(EMOTIONS), "output": {"kind": output_kind}}

@@ -18,17 +18,26 @@ from typing import Any
 _POLICY_CLASSES = {"DTypePolicy", "Policy", "FloatDTypePolicy"}
 
 
-def _float32_config(obj: Any) -> Any:
-    """Return a copy of a Keras config with every serialized dtype policy set to float32."""
+def _policy_config(obj: Any, policy: str = "float32") -> Any:
+    """Return a copy of a Keras config with every serialized dtype policy set to ``policy``."""
     if isinstance(obj, dict):
         if obj.get("class_name") in _POLICY_CLASSES and isinstance(obj.get("config"), dict):
-            return {**obj, "config": {**obj["config"], "name": "float32"}}
-        return {k: _float32_config(v) for k, v in obj.items()}
+            return {**obj, "config": {**obj["config"], "name": policy}}
+        return {k: _policy_config(v, policy) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_float32_config(v) for v in obj]
-    if obj in ("mixed_float16", "mixed_bfloat16"):
-        return "float32"
+        return [_policy_config(v, policy) for v in obj]
+    if obj in ("float32", "float16", "mixed_float16", "mixed_bfloat16"):
+        return policy
     return obj
+
+
+def _rebuild(model, policy: str):
+    clone = model.__class__.from_config(_policy_config(model.get_config(), policy))
+    clone.set_weights(model.get_weights())
+    # A Sequential without an Input layer is built lazily; functional models are built already.
+    if not clone.built:  # pragma: no cover - our builders are functional
+        clone.build(model.input_shape)
+    return clone
 
 
 def as_float32(model):
@@ -41,15 +50,29 @@ def as_float32(model):
         The same model object when every layer already computes in float32, else a new model
         with the same architecture and weights.
     """
-    if all(layer.dtype_policy.compute_dtype == "float32" for layer in _all_layers(model)):
+    if all(
+        layer.dtype_policy.compute_dtype == "float32"
+        and layer.dtype_policy.variable_dtype == "float32"
+        for layer in _all_layers(model)
+    ):
         return model
-    config = _float32_config(model.get_config())
-    clone = model.__class__.from_config(config)
-    clone.set_weights(model.get_weights())
-    # A Sequential without an Input layer is built lazily; functional models are built already.
-    if not clone.built:  # pragma: no cover - our builders are functional
-        clone.build(model.input_shape)
-    return clone
+    return _rebuild(model, "float32")
+
+
+def with_float16_weights(model):
+    """A copy of a model whose variables are stored as float16, to ship at half the size.
+
+    :func:`load_keras_model` turns it back into a float32 model (weights cast up exactly), so the
+    only change is float16 rounding of the weights (relative error <= 2**-11), the same as the
+    float16 LiteRT export.
+
+    Args:
+        model: a built functional ``keras.Model``.
+
+    Returns:
+        A new ``keras.Model`` under the ``float16`` dtype policy with the same architecture.
+    """
+    return _rebuild(model, "float16")
 
 
 def _all_layers(model):
@@ -93,4 +116,4 @@ def load_keras_model(path: str | os.PathLike, *, float32: bool = True, safe_mode
     return as_float32(model) if float32 else model
 
 
-__all__ = ["as_float32", "load_keras_model"]
+__all__ = ["as_float32", "load_keras_model", "with_float16_weights"]

@@ -256,8 +256,13 @@ def test_keras_backend_matches_the_litert_model(settings, fresh_runtime, webcam_
     assert litert_model.backend == "tflite"
     got, want = keras_model.predict_proba(crops), litert_model.predict_proba(crops)
     assert got.shape == (4, 7)
-    np.testing.assert_allclose(got, want, atol=0.02)  # the .tflite is float16
-    assert (got.argmax(1) == want.argmax(1)).all()
+    # The .tflite is quantized (ml/shipped/expression_cnn.json): close, not identical.
+    np.testing.assert_allclose(got, want, atol=0.02)
+    # Same answer wherever the answer is not a near tie (these crops are not all faces).
+    top2 = np.sort(got, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 0.04
+    assert clear.any()
+    assert (got.argmax(1) == want.argmax(1))[clear].all()
 
 
 @pytest.mark.slow
