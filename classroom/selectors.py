@@ -437,22 +437,24 @@ def session_report(session: ClassSession, *, now: datetime | None = None) -> dic
     }
 
 
-#: Columns of the per-face export (CSV ``table=faces``), every session.
-FACE_EXPORT_COLUMNS: tuple[str, ...] = (
-    "participant_id",
-    "seq",
-    "received_at",
-    "face_index",
-    "track",
-    "box_x",
-    "box_y",
-    "box_w",
-    "box_h",
-    "score",
-    "yaw_deg",
-    "pitch_deg",
-    "attentive",
+#: Per-face export (CSV ``table=faces``), every session: (column, ORM path) pairs.
+_FACE_EXPORT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("participant_id", "frame__participant_id"),
+    ("seq", "frame__seq"),
+    ("received_at", "frame__received_at"),
+    ("face_index", "index"),
+    ("track", "track__number"),
+    ("box_x", "box_x"),
+    ("box_y", "box_y"),
+    ("box_w", "box_w"),
+    ("box_h", "box_h"),
+    ("score", "score"),
+    ("yaw_deg", "yaw_deg"),
+    ("pitch_deg", "pitch_deg"),
+    ("attentive", "attentive"),
 )
+#: Columns of the per-face export (CSV ``table=faces``), every session.
+FACE_EXPORT_COLUMNS: tuple[str, ...] = tuple(column for column, _ in _FACE_EXPORT_FIELDS)
 #: Extra columns of the per-face export when the session computes expressions.
 FACE_EXPORT_EXPRESSION_COLUMNS: tuple[str, ...] = (
     "label",
@@ -479,21 +481,7 @@ def face_export(session: ClassSession) -> tuple[list[str], Iterator[list]]:
         probability of ``smoothed_label`` (0..1).
     """
     expressions = expressions_on(session)
-    fields = [
-        "frame__participant_id",
-        "frame__seq",
-        "frame__received_at",
-        "index",
-        "track__number",
-        "box_x",
-        "box_y",
-        "box_w",
-        "box_h",
-        "score",
-        "yaw_deg",
-        "pitch_deg",
-        "attentive",
-    ]
+    fields = [path for _, path in _FACE_EXPORT_FIELDS]
     if expressions:
         fields += ["label", "confidence", "smoothed_label", "smoothed_probabilities"]
     qs = (

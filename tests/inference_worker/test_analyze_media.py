@@ -9,24 +9,13 @@ import math
 import cv2
 import pytest
 from django.core.management import CommandError, call_command
-from worker_fakes import TINY_CLASSIFIER
+from worker_fakes import FACE_KEYS, TINY_CLASSIFIER
 
 from inference_worker.management.commands.analyze_media import summarize
 from inference_worker.pipeline import Face, FrameAnalysis
 from ml.labels import EMOTIONS
 
 pytestmark = pytest.mark.slow
-
-FACE_KEYS = {
-    "box",
-    "score",
-    "probabilities",
-    "label",
-    "confidence",
-    "yaw_deg",
-    "pitch_deg",
-    "attentive",
-}
 
 
 def _run(*args: str) -> tuple[str, str]:

@@ -7,7 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from worker_fakes import FakeClassifier, FakeDetector
+from worker_fakes import FACE_KEYS, FakeClassifier, FakeDetector
 
 from inference_worker import pipeline
 from inference_worker.pipeline import (
@@ -23,16 +23,6 @@ from inference_worker.pipeline import (
 from ml.labels import EMOTIONS
 
 TIMING_KEYS = {"decode", "detect", "crop", "classify", "total"}
-FACE_KEYS = {
-    "box",
-    "score",
-    "probabilities",
-    "label",
-    "confidence",
-    "yaw_deg",
-    "pitch_deg",
-    "attentive",
-}
 
 
 def _frame(height: int = 100, width: int = 200) -> np.ndarray:

@@ -48,6 +48,20 @@ def run_django_script(script: str, timeout: float = 120):
 
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+#: Keys of one face in the worker's result dict (CONTRACTS4.md), written out independently of
+#: ``inference_worker.pipeline`` so the tests catch a key added or lost there.
+FACE_KEYS = {
+    "box",
+    "score",
+    "probabilities",
+    "label",
+    "confidence",
+    "yaw_deg",
+    "pitch_deg",
+    "attentive",
+}
+
 TINY_CLASSIFIER = FIXTURES / "tiny_classifier.tflite"
 """A meaningless but valid LiteRT expression model (see ``fixtures/make_tiny_classifier.py``)."""
 
