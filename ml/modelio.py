@@ -53,7 +53,7 @@ def as_float32(model):
     if all(
         layer.dtype_policy.compute_dtype == "float32"
         and layer.dtype_policy.variable_dtype == "float32"
-        for layer in _all_layers(model)
+        for layer in all_layers(model)
     ):
         return model
     return _rebuild(model, "float32")
@@ -75,11 +75,12 @@ def with_float16_weights(model):
     return _rebuild(model, "float16")
 
 
-def _all_layers(model):
+def all_layers(model):
+    """Yield every layer of a Keras model, depth first, including the layers of nested models."""
     for layer in model.layers:
         yield layer
         if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
+            yield from all_layers(layer)
 
 
 def load_keras_model(path: str | os.PathLike, *, float32: bool = True, safe_mode: bool = True):
@@ -116,4 +117,4 @@ def load_keras_model(path: str | os.PathLike, *, float32: bool = True, safe_mode
     return as_float32(model) if float32 else model
 
 
-__all__ = ["as_float32", "load_keras_model", "with_float16_weights"]
+__all__ = ["all_layers", "as_float32", "load_keras_model", "with_float16_weights"]

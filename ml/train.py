@@ -9,6 +9,17 @@ Model selection (best checkpoint, early stopping) uses **PublicTest only**; Priv
 read here. Every epoch writes ``last.keras`` (weights + optimizer state, for ``--resume``),
 ``best.keras`` when PublicTest accuracy improves, and a row of ``log.csv``. The same command
 runs unchanged on a GPU when TensorFlow sees one.
+
+Two options continue from a finished run instead of starting from random weights:
+
+* ``--init-from PATH`` starts from a trained model's weights (same ``--arch`` and ``--width``)
+  with a fresh optimiser and schedule (a warm restart, Loshchilov & Hutter 2017).
+* ``--swa-start-epoch K`` turns on stochastic weight averaging (SWA, Izmailov et al. 2018,
+  "Averaging Weights Leads to Wider Optima and Better Generalization"): the learning rate decays
+  to ``--swa-lr`` by epoch ``K`` and stays there, the weights at the end of every epoch from
+  ``K`` on are averaged, the batch-norm statistics are recomputed for the averaged weights, and
+  the result is written to ``swa.keras``. ``summary.json`` names the selected model: the SWA
+  model or ``best.keras``, whichever has the higher PublicTest accuracy.
 """
 
 from __future__ import annotations
@@ -58,6 +69,11 @@ class TrainConfig:
         limit: read only this many csv rows (smoke runs).
         model_kwargs: extra arguments for the model builder.
         verbose: Keras verbosity (1 = progress bar, 2 = one line per epoch).
+        init_from: a trained ``.keras`` of the same architecture to take the initial weights
+            from (not the optimiser state: the schedule starts over).
+        swa_start_epoch: first epoch (1-based) whose end-of-epoch weights enter the stochastic
+            weight average; 0 disables SWA.
+        swa_lr: constant learning rate from ``swa_start_epoch`` on (default ``lr / 10``).
     """
 
     arch: str = "cnn"
@@ -78,6 +94,13 @@ class TrainConfig:
     limit: int | None = None
     model_kwargs: dict = field(default_factory=dict)
     verbose: int = 1
+    init_from: str | None = None
+    swa_start_epoch: int = 0
+    swa_lr: float | None = None
+
+    def swa_learning_rate(self) -> float:
+        """The constant learning rate of the SWA phase (default ``lr / 10``)."""
+        return self.swa_lr if self.swa_lr is not None else self.lr / 10
 
 
 def class_weights(labels: np.ndarray, power: float) -> np.ndarray:
@@ -215,6 +238,114 @@ def _early_stopping(patience: int, best: float | None, wait: int):
     )
 
 
+def load_initial_weights(model, path: str | os.PathLike) -> None:
+    """Copy the weights of a trained model file into ``model`` (``--init-from``).
+
+    Args:
+        model: a built ``keras.Model``.
+        path: a ``.keras`` file saved by :func:`train` for the same architecture and width.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file cannot be loaded, or its weights do not fit ``model`` (another
+            architecture or width).
+    """
+    from ml.modelio import load_keras_model
+
+    source = load_keras_model(path)
+    theirs, ours = source.get_weights(), model.get_weights()
+    if [w.shape for w in theirs] != [w.shape for w in ours]:
+        raise ValueError(
+            f"--init-from {path}: its weights do not fit {model.name!r} with these settings "
+            f"({len(theirs)} arrays vs {len(ours)}; check --arch and --width)"
+        )
+    model.set_weights(theirs)
+
+
+def recompute_batchnorm_statistics(model, images: np.ndarray, batch_size: int = 256) -> int:
+    """Recompute every batch-norm layer's moving mean and variance on ``images``.
+
+    Averaged weights need their own activation statistics (Izmailov et al. 2018, section 3.2):
+    the moving statistics are reset and set to the running mean, over the batches, of the batch
+    statistics, as PyTorch's ``torch.optim.swa_utils.update_bn`` does. The forward passes run in
+    training mode (dropout active, as when the statistics were first gathered) but no weight
+    other than the statistics changes.
+
+    Args:
+        model: a built ``keras.Model`` (nested models are searched too).
+        images: ``float32`` ``(N, H, W, 1)`` model inputs in ``[0, 1]``.
+        batch_size: images per forward pass.
+
+    Returns:
+        The number of batch-norm layers updated (0 leaves the model unchanged).
+    """
+    import keras
+
+    from ml.modelio import all_layers
+
+    bns = [
+        layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    if not bns or len(images) == 0:
+        return 0
+    momenta = [layer.momentum for layer in bns]
+    for layer in bns:
+        layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
+        layer.moving_variance.assign(np.ones(layer.moving_variance.shape, np.float32))
+    try:
+        for i, start in enumerate(range(0, len(images), batch_size)):
+            # new = old * i/(i+1) + batch/(i+1): a cumulative mean over the batches.
+            for layer in bns:
+                layer.momentum = i / (i + 1)
+            model(images[start : start + batch_size], training=True)
+    finally:
+        for layer, m in zip(bns, momenta, strict=True):
+            layer.momentum = m
+    return len(bns)
+
+
+def _swa_callback(state_path: Path, start_epoch: int):
+    """A callback keeping the running sum of the weights at the end of epochs >= start_epoch.
+
+    The sum (float64) and the list of averaged epochs are written to ``state_path`` (``.npz``)
+    after every averaged epoch, so ``--resume`` continues the average.
+    """
+    import keras
+
+    class StochasticWeightAveraging(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.total: list[np.ndarray] | None = None
+            self.epochs: list[int] = []
+            if state_path.exists():
+                with np.load(state_path) as z:
+                    self.epochs = [int(e) for e in z["epochs"]]
+                    self.total = [z[f"w{i}"] for i in range(len(z.files) - 1)]
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 < start_epoch or epoch in self.epochs:
+                return
+            weights = self.model.get_weights()
+            if self.total is None:
+                self.total = [w.astype(np.float64) for w in weights]
+            else:
+                for t, w in zip(self.total, weights, strict=True):
+                    t += w
+            self.epochs.append(epoch)
+            tmp = state_path.with_suffix(".tmp.npz")
+            np.savez(
+                tmp, epochs=np.array(self.epochs), **{f"w{i}": t for i, t in enumerate(self.total)}
+            )
+            os.replace(tmp, state_path)
+
+        def average(self) -> list[np.ndarray] | None:
+            if not self.epochs or self.total is None:
+                return None
+            return [t / len(self.epochs) for t in self.total]
+
+    return StochasticWeightAveraging()
+
+
 def train(config: TrainConfig, *, resume: bool = False) -> dict:
     """Run (or resume) training.
 
@@ -231,11 +362,17 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     Raises:
         ml.datasets.DatasetError: the data file is missing or malformed.
         KeyError: unknown architecture.
-        ValueError: Training or PublicTest is empty, or Training has fewer images than one
-            batch.
+        ValueError: Training or PublicTest is empty, Training has fewer images than one
+            batch, ``swa_start_epoch`` is outside ``0..epochs``, or ``init_from`` does not fit
+            the architecture.
+        FileNotFoundError: ``init_from`` does not exist.
     """
     import keras
 
+    if not 0 <= config.swa_start_epoch <= config.epochs:
+        raise ValueError(
+            f"swa_start_epoch must be in 0..{config.epochs} (epochs), got {config.swa_start_epoch}"
+        )
     previous_policy = keras.mixed_precision.global_policy()
     try:
         return _train(config, resume=resume)
@@ -289,12 +426,20 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
         )
     else:
         model = build_model(config.arch, **config.model_kwargs)
+        if config.init_from:
+            load_initial_weights(model, config.init_from)
         total = steps_per_epoch * config.epochs
         warmup = steps_per_epoch * config.warmup_epochs
+        decay_end, alpha = total, 0.0
+        if config.swa_start_epoch:
+            # Cosine down to the SWA rate by the first averaged epoch, then constant: CosineDecay
+            # holds alpha * peak after decay_steps.
+            decay_end = steps_per_epoch * (config.swa_start_epoch - 1)
+            alpha = config.swa_learning_rate() / config.lr
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=config.lr * 0.01,
-            decay_steps=max(1, total - warmup),
-            alpha=0.0,
+            decay_steps=max(1, decay_end - warmup),
+            alpha=alpha,
             warmup_target=config.lr,
             warmup_steps=warmup,
         )
@@ -307,7 +452,7 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
             ),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         )
-        for f in (log_path,):
+        for f in (log_path, out / "swa_state.npz", out / "swa.keras"):
             if f.exists():
                 f.unlink()
     command = _command_line(sys.argv)
@@ -348,6 +493,9 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
         _epoch_timer(out / "timing.csv", append=initial_epoch > 0),
         keras.callbacks.TerminateOnNaN(),
     ]
+    swa = _swa_callback(out / "swa_state.npz", config.swa_start_epoch)
+    if config.swa_start_epoch:
+        callbacks.append(swa)
     if config.patience > 0:
         callbacks.append(
             _early_stopping(config.patience, best_acc if initial_epoch else None, epochs_since_best)
@@ -372,6 +520,24 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
     with open(log_path) as fh:
         rows = list(csv.DictReader(fh))
     best = max(rows, key=lambda r: float(r["val_accuracy"])) if rows else None
+    swa_summary: dict = {}
+    averaged = swa.average() if config.swa_start_epoch else None
+    if averaged is not None:
+        model.set_weights(averaged)
+        recompute_batchnorm_statistics(model, x_tr)
+        _, swa_acc = model.evaluate(val_ds, verbose=0)
+        model.save(out / "swa.keras")
+        swa_summary = {
+            "swa_epochs": [e + 1 for e in swa.epochs],
+            "swa_public_test_accuracy": float(swa_acc),
+            "swa_model": str(out / "swa.keras"),
+        }
+    best_acc_final = float(best["val_accuracy"]) if best else None
+    selected = best_path
+    if swa_summary and (
+        best_acc_final is None or swa_summary["swa_public_test_accuracy"] > best_acc_final
+    ):
+        selected = out / "swa.keras"
     summary = {
         "arch": config.arch,
         "epochs_run": len(rows),
@@ -380,6 +546,8 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
         "seconds_this_call": round(seconds, 1),
         "best_model": str(best_path),
         "last_model": str(last_path),
+        **swa_summary,
+        "selected_model": str(selected),
         "data_sha256": data.sha256,
         "input_size": INPUT_SIZE,
     }
@@ -430,6 +598,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         default=None,
         help="resnet50: side the 48-px face is resized to (default 96; >= 32)",
     )
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="start from this trained .keras (same --arch/--width), new optimiser and schedule",
+    )
+    p.add_argument(
+        "--swa-start-epoch",
+        type=int,
+        default=0,
+        help="average the weights of epochs >= this one (1-based) into swa.keras; 0 = off",
+    )
+    p.add_argument(
+        "--swa-lr", type=float, default=None, help="constant learning rate while averaging (lr/10)"
+    )
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.keras")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
     a = p.parse_args(argv)
@@ -461,6 +643,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         limit=a.limit,
         model_kwargs=kwargs,
         verbose=a.verbose,
+        init_from=a.init_from,
+        swa_start_epoch=a.swa_start_epoch,
+        swa_lr=a.swa_lr,
     )
     return cfg, a.resume
 
@@ -472,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     config, resume = parse_args(argv)
     try:
         summary = train(config, resume=resume)
-    except (DatasetError, KeyError, ValueError) as exc:
+    except (DatasetError, KeyError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))

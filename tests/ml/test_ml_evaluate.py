@@ -202,3 +202,50 @@ def test_cli_bad_model_exits_2(tmp_path, tiny_csv, capsys):
         == 2
     )
     assert "not found" in capsys.readouterr().err
+
+
+def test_select_tta_views_ranks_subsets_by_accuracy():
+    from ml.evaluate import select_tta_views
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (30, 48, 48), dtype=np.uint8)
+    labels = rng.integers(0, 7, 30)
+    truth = {images[i].tobytes(): labels[i] for i in range(30)}
+    full = {img.tobytes() for img in images}
+
+    def knows_only_the_full_face(faces):
+        # right (confidently) on the unmodified face, a flat guess of class 0 on any other view
+        out = np.full((len(faces), 7), 0.1, np.float32)
+        out[:, 0] = 0.4
+        for i, f in enumerate(faces):
+            if f.tobytes() in full:
+                out[i] = np.eye(7, dtype=np.float32)[truth[f.tobytes()]] * 0.99 + 0.01 / 7
+        return out
+
+    ranked = select_tta_views(knows_only_the_full_face, images, labels, 1, progress=False)
+    assert len(ranked) == 12
+    assert ranked[0] == (("full",), 1.0)
+    assert ranked[1][1] == pytest.approx(float((labels == 0).mean()))
+    ranked3 = select_tta_views(knows_only_the_full_face, images, labels, 3, progress=False)
+    assert len(ranked3) == 220 and "full" in ranked3[0][0] and ranked3[0][1] == 1.0
+    assert [acc for _, acc in ranked3] == sorted((acc for _, acc in ranked3), reverse=True)
+    with pytest.raises(ValueError, match="k must be in 1..12"):
+        select_tta_views(knows_only_the_full_face, images, labels, 13, progress=False)
+    with pytest.raises(ValueError, match="labels"):
+        select_tta_views(knows_only_the_full_face, images, labels[:3], 1, progress=False)
+
+
+def test_cli_select_tta_views_uses_public_test_only(tmp_path, tiny_csv, exported_tiny, capsys):
+    out = tmp_path / "sel"
+    args = [str(exported_tiny[0] / "expression_cnn.tflite"), "--data", str(tiny_csv)]
+    code = main([*args, "--select-tta-views", "2", "--out", str(out), "--no-progress"])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    selection = json.loads((out / "metrics.json").read_text())["tta_selection"]
+    assert selection["split"] == "PublicTest" and selection["k"] == 2
+    best = selection["top"][0]
+    assert len(best["views"]) == 2 and f"--tta-views {','.join(best['views'])}" in stdout
+    accs = [t["accuracy"] for t in selection["top"]]
+    assert accs == sorted(accs, reverse=True) and len(accs) == 5
+    assert main([*args, "--select-tta-views", "0", "--out", str(out), "--no-progress"]) == 2
+    assert "k must be in 1..12" in capsys.readouterr().err

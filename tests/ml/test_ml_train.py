@@ -168,3 +168,134 @@ def test_mixed_precision_model_loads_as_float32(tmp_path):
     np.testing.assert_allclose(y32, y16, atol=0.1)
     with pytest.raises(FileNotFoundError):
         load_keras_model(tmp_path / "missing.keras")
+
+
+def test_parse_args_warm_start_and_swa():
+    cfg, _ = parse_args(
+        ["--init-from", "runs/a/last.keras", "--swa-start-epoch", "3", "--swa-lr", "1e-4"]
+    )
+    assert cfg.init_from == "runs/a/last.keras"
+    assert (cfg.swa_start_epoch, cfg.swa_lr) == (3, 1e-4)
+    assert cfg.swa_learning_rate() == 1e-4
+    cfg, _ = parse_args(["--lr", "0.002"])
+    assert cfg.swa_start_epoch == 0 and cfg.swa_learning_rate() == pytest.approx(0.0002)
+
+
+def test_swa_start_epoch_beyond_the_run_is_refused(tmp_path, tiny_csv):
+    cfg = TrainConfig(data=str(tiny_csv), out=str(tmp_path / "r"), epochs=2, swa_start_epoch=3)
+    with pytest.raises(ValueError, match="swa_start_epoch must be in 0..2"):
+        train(cfg)
+
+
+def test_recompute_batchnorm_statistics_is_the_mean_of_batch_statistics():
+    import keras
+
+    from ml.train import recompute_batchnorm_statistics
+
+    bn = keras.layers.BatchNormalization(momentum=0.99)
+    model = keras.Sequential([keras.Input((3,)), bn])
+    bn.moving_mean.assign(np.full(3, 5.0, np.float32))
+    bn.moving_variance.assign(np.full(3, 9.0, np.float32))
+    x = np.random.default_rng(0).normal(2.0, 3.0, (40, 3)).astype(np.float32)
+    assert recompute_batchnorm_statistics(model, x, batch_size=10) == 1
+    batches = x.reshape(4, 10, 3)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), batches.mean(axis=1).mean(0), rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), batches.var(axis=1).mean(0), rtol=1e-4)
+    assert bn.momentum == 0.99  # restored
+    # the trainable weights are untouched
+    np.testing.assert_array_equal(bn.gamma.numpy(), np.ones(3, np.float32))
+
+
+def test_swa_callback_averages_epochs_from_the_start_and_resumes(tmp_path):
+    import keras
+
+    from ml.train import _swa_callback
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    state = tmp_path / "swa_state.npz"
+    cb = _swa_callback(state, start_epoch=2)
+    cb.set_model(model)
+    snapshots = []
+    for epoch in range(3):  # epochs 1, 2, 3 (1-based); epoch 1 is before the start
+        model.set_weights([np.full((2, 1), epoch + 1.0), np.array([10.0 * epoch])])
+        snapshots.append(model.get_weights())
+        cb.on_epoch_end(epoch)
+    assert cb.epochs == [1, 2] and state.exists()
+    kernel, bias = cb.average()
+    np.testing.assert_allclose(kernel, np.full((2, 1), 2.5))
+    np.testing.assert_allclose(bias, [15.0])
+
+    # a resumed run reads the sum back and does not count an epoch twice
+    resumed = _swa_callback(state, start_epoch=2)
+    resumed.set_model(model)
+    resumed.on_epoch_end(2)
+    np.testing.assert_allclose(resumed.average()[0], np.full((2, 1), 2.5))
+    model.set_weights([np.full((2, 1), 5.5), np.array([0.0])])
+    resumed.on_epoch_end(3)
+    np.testing.assert_allclose(resumed.average()[0], np.full((2, 1), 3.5))
+    assert resumed.epochs == [1, 2, 3]
+    assert _swa_callback(tmp_path / "none.npz", start_epoch=1).average() is None
+
+
+@pytest.mark.slow
+def test_init_from_copies_weights_and_refuses_another_width(tmp_path):
+    import keras
+
+    from ml.models import build_model
+    from ml.train import load_initial_weights
+
+    keras.utils.set_random_seed(1)
+    source = build_model("cnn", width=0.125)
+    source.save(tmp_path / "src.keras")
+    keras.utils.set_random_seed(2)
+    target = build_model("cnn", width=0.125)
+    load_initial_weights(target, tmp_path / "src.keras")
+    for a, b in zip(target.get_weights(), source.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="do not fit"):
+        load_initial_weights(build_model("cnn", width=0.25), tmp_path / "src.keras")
+    with pytest.raises(FileNotFoundError):
+        load_initial_weights(target, tmp_path / "missing.keras")
+
+
+@pytest.mark.slow
+def test_warm_start_with_swa_writes_the_averaged_model(tmp_path, tiny_csv):
+    base = dict(
+        arch="cnn",
+        data=str(tiny_csv),
+        epochs=1,
+        batch_size=16,
+        warmup_epochs=0,
+        patience=0,
+        mixed_precision="off",
+        model_kwargs={"width": 0.125},
+        verbose=0,
+    )
+    first = train(TrainConfig(**base, out=str(tmp_path / "a")))
+    run = tmp_path / "b"
+    summary = train(
+        TrainConfig(
+            **{**base, "epochs": 3},
+            out=str(run),
+            init_from=first["last_model"],
+            swa_start_epoch=2,
+            lr=1e-3,
+        )
+    )
+    assert summary["swa_epochs"] == [2, 3]
+    assert (run / "swa.keras").is_file() and (run / "swa_state.npz").is_file()
+    assert 0.0 <= summary["swa_public_test_accuracy"] <= 1.0
+    expected = (
+        summary["swa_model"]
+        if summary["swa_public_test_accuracy"] > summary["best_public_test_accuracy"]
+        else summary["best_model"]
+    )
+    assert summary["selected_model"] == expected
+    with pytest.raises(ValueError, match="do not fit"):
+        train(
+            TrainConfig(
+                **{**base, "model_kwargs": {"width": 0.25}},
+                out=str(tmp_path / "c"),
+                init_from=first["last_model"],
+            )
+        )
