@@ -112,11 +112,12 @@ def _normalise_command(command: str) -> str:
     return command
 
 
-def read_training_info(run_dir: str | os.PathLike) -> dict[str, Any]:
+def read_training_info(run_dir: str | os.PathLike, _depth: int = 0) -> dict[str, Any]:
     """Summarise a training run folder written by :func:`ml.train.train`.
 
     Reads ``config.json`` (command and settings), ``log.csv`` (epochs and best PublicTest
-    accuracy) and ``timing.csv`` (seconds per epoch) when present.
+    accuracy) and ``timing.csv`` (seconds per epoch) when present. A run started with
+    ``--init-from`` also describes the run it started from, under ``initialised_from``.
 
     Args:
         run_dir: the run folder (the folder of ``best.keras``).
@@ -151,6 +152,14 @@ def read_training_info(run_dir: str | os.PathLike) -> dict[str, Any]:
             info["epochs_run"] = len(rows)
             info["best_epoch"] = int(best["epoch"]) + 1
             info["best_public_test_accuracy"] = float(best["val_accuracy"])
+    init_from = (info.get("config") or {}).get("init_from")
+    if init_from and _depth < 5:
+        # a warm-started run (ml.train --init-from): describe the run it started from too
+        # init_from is as typed when training (relative to the directory it ran in)
+        info["initialised_from"] = {
+            "model": str(init_from),
+            **read_training_info(Path(init_from).parent, _depth=_depth + 1),
+        }
     timing_path = run / "timing.csv"
     if timing_path.is_file():
         with open(timing_path, newline="") as fh:
@@ -159,6 +168,41 @@ def read_training_info(run_dir: str | os.PathLike) -> dict[str, Any]:
             info["training_seconds"] = round(sum(seconds), 1)
             info["seconds_per_epoch"] = round(sum(seconds) / len(seconds), 1)
     return info
+
+
+def logit_adjustment_offsets(labels: np.ndarray, class_weight_power: float, tau: float = 1.0):
+    """Per-class logit offsets that undo class-weighted training (logit adjustment).
+
+    A model trained with per-class sample weights ``w_c`` (:func:`ml.train.class_weights`)
+    learns the posterior of a re-weighted class prior, ``p_w(c | x) ~ w_c p(c | x)``. Adding
+    ``-tau * log(w_c)`` to its logits gives back the posterior under the training prior, whose
+    argmax maximises accuracy (post-hoc logit adjustment, Menon et al. 2021, "Long-tail learning
+    via logit adjustment", ICLR; ``tau = 1`` is the exact correction).
+
+    Args:
+        labels: ``int`` ``(N,)`` Training class ids in ``0..6``.
+        class_weight_power: the run's ``class_weight_power`` (``config.json``).
+        tau: strength, ``>= 0`` (0: no change).
+
+    Returns:
+        ``float32`` ``(7,)`` offsets to add to the logits.
+
+    Raises:
+        ValueError: ``tau`` is negative.
+    """
+    from ml.train import class_weights
+
+    if tau < 0:
+        raise ValueError(f"logit adjustment tau must be >= 0, got {tau}")
+    return (-tau * np.log(class_weights(labels, class_weight_power))).astype(np.float32)
+
+
+def _add_to_logits_bias(model, offsets: np.ndarray) -> None:
+    layer = next((lay for lay in model.layers if lay.name == "logits"), None)
+    if layer is None or not getattr(layer, "use_bias", False):
+        raise ValueError("logit adjustment needs a final Dense layer named 'logits' with a bias")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel, bias + offsets.astype(bias.dtype)])
 
 
 def _file_entry(path: Path) -> dict[str, Any]:
@@ -201,6 +245,7 @@ def export_model(
     seed: int = 1234,
     progress: bool = False,
     tta_views: Sequence[str] = (),
+    logit_adjustment: float = 0.0,
 ) -> dict[str, Any]:
     """Export a trained model and write its metadata, after a parity check.
 
@@ -226,6 +271,9 @@ def export_model(
         tta_views: when given, the exported model averages the logits of these views of each
             face (:func:`ml.models.tta.with_tta`, e.g. ``DEFAULT_VIEWS``); parity, metrics and
             latency are then measured on the wrapped model, as the worker runs it.
+        logit_adjustment: ``tau`` of :func:`logit_adjustment_offsets`; when positive, the
+            offsets (from the Training labels and the run's ``class_weight_power``) are added
+            to the bias of the ``logits`` layer, so every file carries the correction.
 
     Returns:
         The metadata dict written to ``NAME.json``.
@@ -233,7 +281,9 @@ def export_model(
     Raises:
         FileNotFoundError: ``model_path`` does not exist.
         ml.datasets.DatasetError: missing or malformed data file.
-        ValueError: fewer than ``min_parity_samples`` PrivateTest faces, or bad arguments.
+        ValueError: fewer than ``min_parity_samples`` PrivateTest faces, bad arguments, or a
+            logit adjustment for a model without a ``logits`` layer or a run folder without
+            ``class_weight_power``.
         ParityError: agreement below ``min_parity`` (nothing is written to ``out_dir``).
     """
     from ml.inference import ExpressionClassifier
@@ -253,6 +303,22 @@ def export_model(
             f"parity check needs at least {min_parity_samples} PrivateTest faces, got {len(private)}"
         )
     model = load_keras_model(model_path, float32=True, safe_mode=safe_mode)
+    training = read_training_info(run_dir if run_dir is not None else model_path.parent)
+    adjustment = None
+    if logit_adjustment:
+        power = (training.get("config") or {}).get("class_weight_power")
+        if power is None:
+            raise ValueError(
+                "logit adjustment needs the run's class_weight_power (config.json in --run-dir)"
+            )
+        offsets = logit_adjustment_offsets(dataset["Training"].labels, power, logit_adjustment)
+        _add_to_logits_bias(model, offsets)
+        adjustment = {
+            "tau": logit_adjustment,
+            "class_weight_power": power,
+            "offsets": [round(float(o), 6) for o in offsets],
+            "source": "Menon et al. 2021, Long-tail learning via logit adjustment",
+        }
     if tta_views:
         from ml.models.tta import with_tta
 
@@ -316,7 +382,6 @@ def export_model(
                 f"nothing was written to {out}"
             )
 
-        training = read_training_info(run_dir if run_dir is not None else model_path.parent)
         if training.get("data_sha256"):
             training["same_data_as_export"] = training["data_sha256"] == dataset.sha256
         metadata: dict[str, Any] = {
@@ -355,6 +420,7 @@ def export_model(
                     if tta_views
                     else None
                 ),
+                "logit_adjustment": adjustment,
             },
             "files": {
                 "keras": _file_entry(keras_file),
@@ -420,6 +486,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ),
     )
     p.add_argument(
+        "--logit-adjustment",
+        type=float,
+        default=0.0,
+        metavar="TAU",
+        help="subtract TAU*log(class weight) from the logits to undo class-weighted training "
+        "(1 = exact; default 0 = off)",
+    )
+    p.add_argument(
         "--unsafe-deserialization",
         action="store_true",
         help="load models with Lambda layers (only for files you trust)",
@@ -443,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
             safe_mode=not a.unsafe_deserialization,
             progress=True,
             tta_views=[v.strip() for v in a.tta_views.split(",") if v.strip()],
+            logit_adjustment=a.logit_adjustment,
         )
     except ParityError as exc:
         print(f"parity check failed: {exc}", file=sys.stderr)

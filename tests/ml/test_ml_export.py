@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +133,77 @@ def test_training_info_from_run_folder(tmp_path):
     assert info["training_seconds"] == pytest.approx(36.0)
     assert read_training_info(tmp_path / "nothing") == {}
     assert _normalise_command("python -m ml.train --x") == "python -m ml.train --x"
+
+
+def test_training_info_follows_the_warm_start_chain(tmp_path):
+    base, fine = tmp_path / "base", tmp_path / "fine"
+    base.mkdir()
+    fine.mkdir()
+    (base / "config.json").write_text(json.dumps({"command": "python -m ml.train", "arch": "cnn"}))
+    (base / "timing.csv").write_text("epoch,seconds,finished_at\n0,10.0,1\n")
+    (fine / "config.json").write_text(
+        json.dumps(
+            {"command": "python -m ml.train --init-from x", "init_from": str(base / "l.keras")}
+        )
+    )
+    info = read_training_info(fine)
+    assert info["initialised_from"]["model"] == str(base / "l.keras")
+    assert info["initialised_from"]["arch"] == "cnn"
+    assert info["initialised_from"]["training_seconds"] == pytest.approx(10.0)
+
+
+def test_logit_adjustment_offsets_undo_class_weights():
+    from ml.export import logit_adjustment_offsets
+    from ml.train import class_weights
+
+    labels = np.array([0] * 40 + [1] * 4 + [3] * 100 + [2, 4, 5, 6] * 10)
+    offsets = logit_adjustment_offsets(labels, 0.5)
+    w = class_weights(labels, 0.5)
+    np.testing.assert_allclose(np.exp(-offsets), w, rtol=1e-6)
+    # the rarest class gets the largest penalty, the most frequent the largest bonus
+    assert offsets.argmin() == 1 and offsets.argmax() == 3
+    np.testing.assert_array_equal(logit_adjustment_offsets(labels, 0.5, tau=0.0), 0.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        logit_adjustment_offsets(labels, 0.5, tau=-1)
+
+
+def test_export_with_logit_adjustment_shifts_the_logits(tmp_path, tiny_keras_model, tiny_csv):
+    import shutil
+
+    import keras
+
+    from ml.datasets import load_fer2013
+    from ml.export import logit_adjustment_offsets
+    from ml.inference import ExpressionClassifier
+
+    run = tmp_path / "run"
+    run.mkdir()
+    model_path = Path(shutil.copy(tiny_keras_model, run / "best.keras"))
+    (run / "config.json").write_text(json.dumps({"arch": "cnn", "class_weight_power": 0.5}))
+    meta = export_model(
+        model_path,
+        tmp_path / "adj",
+        data=tiny_csv,
+        quantize="none",
+        min_parity_samples=20,
+        logit_adjustment=1.0,
+    )
+    offsets = logit_adjustment_offsets(load_fer2013(tiny_csv)["Training"].labels, 0.5)
+    adj = meta["model"]["logit_adjustment"]
+    assert adj["tau"] == 1.0 and adj["class_weight_power"] == 0.5
+    np.testing.assert_allclose(adj["offsets"], offsets, atol=1e-6)
+    faces = np.random.default_rng(0).random((3, 48, 48, 1), dtype=np.float32)
+    plain = keras.models.load_model(tiny_keras_model, compile=False)(faces).numpy()
+    shipped = ExpressionClassifier.load(tmp_path / "adj" / "expression_cnn.keras")
+    got = np.log(shipped.predict_proba_preprocessed(faces))
+    expected = np.log(np.exp(plain + offsets) / np.exp(plain + offsets).sum(1, keepdims=True))
+    np.testing.assert_allclose(got, expected, atol=2e-2)
+    with pytest.raises(ValueError, match="class_weight_power"):
+        export_model(
+            tiny_keras_model,
+            tmp_path / "no-config",
+            data=tiny_csv,
+            quantize="none",
+            min_parity_samples=20,
+            logit_adjustment=1.0,
+        )
