@@ -116,7 +116,8 @@ def read_training_info(run_dir: str | os.PathLike, _depth: int = 0) -> dict[str,
     """Summarise a training run folder written by :func:`ml.train.train`.
 
     Reads ``config.json`` (command and settings), ``log.csv`` (epochs and best PublicTest
-    accuracy) and ``timing.csv`` (seconds per epoch) when present. A run started with
+    accuracy), ``summary.json`` (the stochastic-weight-averaging result and the selected model)
+    and ``timing.csv`` (seconds per epoch) when present. A run started with
     ``--init-from`` also describes the run it started from, under ``initialised_from``.
 
     Args:
@@ -152,6 +153,15 @@ def read_training_info(run_dir: str | os.PathLike, _depth: int = 0) -> dict[str,
             info["epochs_run"] = len(rows)
             info["best_epoch"] = int(best["epoch"]) + 1
             info["best_public_test_accuracy"] = float(best["val_accuracy"])
+    summary_path = run / "summary.json"
+    if summary_path.is_file():
+        try:
+            summary = json.loads(summary_path.read_text())
+        except json.JSONDecodeError:
+            summary = {}
+        for key in ("swa_epochs", "swa_public_test_accuracy", "selected_model"):
+            if key in summary:
+                info[key] = summary[key]
     init_from = (info.get("config") or {}).get("init_from")
     if init_from and _depth < 5:
         # a warm-started run (ml.train --init-from): describe the run it started from too
@@ -482,7 +492,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="",
         help=(
             "comma-separated views averaged inside the exported model, e.g. "
-            "full,top_left_flip,bottom_right_flip (default: none)"
+            "full,top_right_flip,bottom_left_flip (default: none)"
         ),
     )
     p.add_argument(

@@ -131,6 +131,15 @@ def test_training_info_from_run_folder(tmp_path):
     assert info["epochs_run"] == 3 and info["best_epoch"] == 2
     assert info["best_public_test_accuracy"] == pytest.approx(0.55)
     assert info["training_seconds"] == pytest.approx(36.0)
+    assert "swa_epochs" not in info
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"swa_epochs": 6, "swa_public_test_accuracy": 0.68, "selected_model": "swa"})
+    )
+    info = read_training_info(tmp_path)
+    assert info["swa_epochs"] == 6 and info["selected_model"] == "swa"
+    assert info["swa_public_test_accuracy"] == pytest.approx(0.68)
+    (tmp_path / "summary.json").write_text("{not json")
+    assert "swa_epochs" not in read_training_info(tmp_path)
     assert read_training_info(tmp_path / "nothing") == {}
     assert _normalise_command("python -m ml.train --x") == "python -m ml.train --x"
 
