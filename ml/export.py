@@ -112,6 +112,19 @@ def _normalise_command(command: str) -> str:
     return command
 
 
+def _read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; ``{}`` when it is unreadable or not an object, ``None`` when
+    there is no such file (a run folder's files are optional, and provenance must not stop an
+    export)."""
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def read_training_info(run_dir: str | os.PathLike, _depth: int = 0) -> dict[str, Any]:
     """Summarise a training run folder written by :func:`ml.train.train`.
 
@@ -128,12 +141,8 @@ def read_training_info(run_dir: str | os.PathLike, _depth: int = 0) -> dict[str,
     """
     run = Path(run_dir)
     info: dict[str, Any] = {}
-    cfg_path = run / "config.json"
-    if cfg_path.is_file():
-        try:
-            cfg = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError:
-            cfg = {}
+    cfg = _read_json_object(run / "config.json")
+    if cfg is not None:
         info["command"] = _normalise_command(str(cfg.get("command", "")))
         info["arch"] = cfg.get("arch")
         info["hardware"] = cfg.get("hardware")
@@ -153,15 +162,10 @@ def read_training_info(run_dir: str | os.PathLike, _depth: int = 0) -> dict[str,
             info["epochs_run"] = len(rows)
             info["best_epoch"] = int(best["epoch"]) + 1
             info["best_public_test_accuracy"] = float(best["val_accuracy"])
-    summary_path = run / "summary.json"
-    if summary_path.is_file():
-        try:
-            summary = json.loads(summary_path.read_text())
-        except json.JSONDecodeError:
-            summary = {}
-        for key in ("swa_epochs", "swa_public_test_accuracy", "selected_model"):
-            if key in summary:
-                info[key] = summary[key]
+    summary = _read_json_object(run / "summary.json") or {}
+    for key in ("swa_epochs", "swa_public_test_accuracy", "selected_model"):
+        if key in summary:
+            info[key] = summary[key]
     init_from = (info.get("config") or {}).get("init_from")
     if init_from and _depth < 5:
         # a warm-started run (ml.train --init-from): describe the run it started from too
