@@ -263,13 +263,31 @@ def _round_half_up(value: float) -> int:
     return int(math.floor(value + 0.5))
 
 
-def bucket_index(when: datetime, start: datetime, bucket_s: float) -> int | None:
-    """Timeline bucket of an arrival time: ``floor((when - start) / bucket_s)``, ``None`` before
-    ``start``. The same formula as ``services.record_frame_result`` uses for ``TimelineBucket``.
+def bucket_index(when: datetime, start: datetime | None, bucket_s: float) -> int:
+    """Timeline bucket of an arrival time: ``max(0, floor((when - start) / bucket_s))``.
+
+    The one definition of a bucket: ``services`` counts each recorded frame into the
+    ``TimelineBucket`` of this index, and :func:`buckets_from_rows` recounts with it. A frame
+    that arrives before ``start`` (clocks of two processes that disagree by a little), or in a
+    session that has no start time, counts in bucket 0, so no analysed frame is left out of the
+    timeline.
+
+    Args:
+        when: the frame's arrival time (aware).
+        start: bucket 0's start (aware), the session's ``started_at``; ``None``: bucket 0.
+        bucket_s: bucket width, seconds (> 0).
+
+    Returns:
+        The index, ``>= 0``.
+
+    Raises:
+        ValueError: if ``bucket_s`` <= 0.
     """
-    if when < start:
-        return None
-    return int((when - start).total_seconds() // bucket_s)
+    if bucket_s <= 0:
+        raise ValueError("bucket_s must be > 0")
+    if start is None:
+        return 0
+    return max(0, math.floor((when - start).total_seconds() / bucket_s))
 
 
 def timeline_length(start: datetime, end: datetime, bucket_s: float) -> int:
@@ -299,8 +317,9 @@ def buckets_from_rows(
 
     Returns:
         One :class:`BucketRow` per (participant, bucket) with at least one frame, sorted by
-        (participant, index). Rows before ``start`` are ignored, and so are faces whose
-        participant has no frame in that bucket (inconsistent input).
+        (participant, index); buckets by :func:`bucket_index` (rows before ``start`` count in
+        bucket 0). Faces whose participant has no frame in that bucket are left out
+        (inconsistent input).
 
     Raises:
         ValueError: if ``bucket_s`` <= 0, or a face has no ``participant_id``.
@@ -314,18 +333,13 @@ def buckets_from_rows(
         return totals.setdefault((pid, k), [0, 0, 0, 0, Counter()])
 
     for row in frames:
-        k = bucket_index(row.received_at, start, bucket_s)
-        if k is not None:
-            s = slot(row.participant_id, k)
-            s[0] += 1
-            s[1] += row.face_count
+        s = slot(row.participant_id, bucket_index(row.received_at, start, bucket_s))
+        s[0] += 1
+        s[1] += row.face_count
     for face in faces:
         if face.participant_id is None:
             raise ValueError("faces need a participant_id")
-        k = bucket_index(face.received_at, start, bucket_s)
-        if k is None:
-            continue
-        s = slot(face.participant_id, k)
+        s = slot(face.participant_id, bucket_index(face.received_at, start, bucket_s))
         if face.attentive is not None:
             s[2] += 1
             s[3] += bool(face.attentive)

@@ -1,11 +1,18 @@
-"""Enumerations and constants shared across the classroom app (no Django models, no ORM)."""
+"""Enumerations and constants of the classroom app (no Django models, no ORM).
+
+What the worker must agree on (expression labels, stream sources, analysis modes) comes from
+:mod:`contracts`; the Django choices here add the labels that forms and the admin show.
+"""
 
 from django.db import models
 
-#: Expression labels in FER2013 order (angry, disgust, fear, happy, sad, surprise, neutral).
-#: Mirrors ``ml.labels.EMOTIONS``; classroom must not import ``ml``, so the tuple is repeated
-#: here and the worker's results are validated against it.
-EXPRESSIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+import contracts
+from contracts import EXPRESSIONS
+
+__all__ = ["EXPRESSIONS"]  # re-exported: the app's code reads the labels from here
+
+#: ``(value, label)`` choices of the expression fields, FER2013 order.
+EXPRESSION_CHOICES: list[tuple[str, str]] = [(label, label.capitalize()) for label in EXPRESSIONS]
 
 
 class UserRole(models.TextChoices):
@@ -26,35 +33,26 @@ class SessionStatus(models.TextChoices):
 class AnalysisMode(models.TextChoices):
     """What a session computes from each face (chosen by the teacher when creating it).
 
-    ``attention`` is the privacy-first mode (issue #4, item 4): faces are counted and head pose
-    is estimated, but no expression is computed, stored or shown.
+    ``attention`` is the privacy-first mode: faces are counted and head pose is estimated, but
+    no expression is computed, stored or shown. Values: :class:`contracts.AnalysisMode`.
     """
 
-    EXPRESSION = "expression", "Expressions and attention"
-    ATTENTION = "attention", "Attention only (no expressions)"
+    EXPRESSION = contracts.AnalysisMode.EXPRESSION.value, "Expressions and attention"
+    ATTENTION = contracts.AnalysisMode.ATTENTION.value, "Attention only (no expressions)"
 
 
 class StreamSource(models.TextChoices):
-    """Kind of video a student streams; selects the face-detection settings in the worker."""
+    """Kind of video a student streams; selects the face-detection settings in the worker.
 
-    WEBCAM = "webcam", "Webcam"
-    SCREEN = "screen", "Screen share"
+    Values: :class:`contracts.StreamSource`.
+    """
 
-
-class Expression(models.TextChoices):
-    """Facial expression labels, FER2013 order."""
-
-    ANGRY = "angry", "Angry"
-    DISGUST = "disgust", "Disgust"
-    FEAR = "fear", "Fear"
-    HAPPY = "happy", "Happy"
-    SAD = "sad", "Sad"
-    SURPRISE = "surprise", "Surprise"
-    NEUTRAL = "neutral", "Neutral"
+    WEBCAM = contracts.StreamSource.WEBCAM.value, "Webcam"
+    SCREEN = contracts.StreamSource.SCREEN.value, "Screen share"
 
 
 class FrameErrorCode(models.TextChoices):
-    """Codes of the ``{"type": "error"}`` replies on /ws/stream/ (see CONTRACTS.md)."""
+    """Codes of the ``{"type": "error"}`` replies on /ws/stream/ (``events.error_message``)."""
 
     SESSION_NOT_LIVE = "session_not_live", "The session is not live"
     NO_CONSENT = "no_consent", "Consent has not been given"
@@ -80,7 +78,7 @@ class JoinErrorCode(models.TextChoices):
 JOIN_CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 JOIN_CODE_LENGTH = 6
 
-#: Frame interval bounds in seconds (issue #2: default 1 s).
+#: Frame interval bounds and default, seconds.
 MIN_FRAME_INTERVAL_S = 0.2
 MAX_FRAME_INTERVAL_S = 10.0
 DEFAULT_FRAME_INTERVAL_S = 1.0
@@ -88,6 +86,6 @@ DEFAULT_FRAME_INTERVAL_S = 1.0
 DISPLAY_NAME_MAX_LENGTH = 40
 TITLE_MAX_LENGTH = 200
 
-#: Dashboard "now" window and timeline bucket width, seconds (CONTRACTS.md, session.update).
+#: Dashboard "now" window and timeline bucket width, seconds (``session.update`` snapshots).
 LIVE_WINDOW_S = 10.0
 TIMELINE_BUCKET_S = 5.0

@@ -13,19 +13,16 @@ import logging
 from celery import current_app
 from django.conf import settings
 
+from contracts import (
+    ANALYZE_FRAME_TASK,
+    BUILD_REPORT_TASK,
+    DEFAULT_QUEUE,
+    INFERENCE_QUEUE,
+    PARTICIPANT_HEADER,
+    SEQ_HEADER,
+)
+
 logger = logging.getLogger(__name__)
-
-ANALYZE_FRAME_TASK = "inference_worker.tasks.analyze_frame_task"
-BUILD_REPORT_TASK = "classroom.tasks.build_session_report"
-INFERENCE_QUEUE = "inference"
-DEFAULT_QUEUE = "default"
-
-
-#: Message headers naming the frame, so a worker that discards an expired message (it never
-#: decodes the body then) can still count the drop: Celery copies custom headers into the
-#: ``request`` that its ``task_revoked`` signal carries.
-PARTICIPANT_HEADER = "engagement_participant_id"
-SEQ_HEADER = "engagement_seq"
 
 
 def send_analyze_frame(
@@ -52,8 +49,8 @@ def send_analyze_frame(
             ``"attention"`` (the worker then never calls the expression classifier).
 
     The message expires after ``settings.ENGAGEMENT_FRAME_TTL_S`` seconds (~10): a stale live
-    frame is worth nothing. It carries the headers :data:`PARTICIPANT_HEADER` and
-    :data:`SEQ_HEADER` (ids only, no payload) so the worker can count an expired message.
+    frame is worth nothing. It carries the headers ``contracts.PARTICIPANT_HEADER`` and
+    ``contracts.SEQ_HEADER`` (ids only, no payload) so the worker can count an expired message.
     """
     current_app.send_task(
         ANALYZE_FRAME_TASK,

@@ -1,6 +1,6 @@
 """Data model of the classroom app.
 
-Only derived numbers are stored: no pixels, crops or embeddings anywhere (issue #2, item 7).
+Only derived numbers are stored: no pixels, crops or embeddings anywhere.
 Invariants live in the database as constraints, so every writer (web process, worker processes,
 admin) is held to them.
 """
@@ -17,13 +17,14 @@ from django.utils import timezone
 from classroom.choices import (
     DEFAULT_FRAME_INTERVAL_S,
     DISPLAY_NAME_MAX_LENGTH,
+    EXPRESSION_CHOICES,
+    EXPRESSIONS,
     JOIN_CODE_ALPHABET,
     JOIN_CODE_LENGTH,
     MAX_FRAME_INTERVAL_S,
     MIN_FRAME_INTERVAL_S,
     TITLE_MAX_LENGTH,
     AnalysisMode,
-    Expression,
     SessionStatus,
     UserRole,
 )
@@ -264,7 +265,7 @@ class FaceObservation(models.Model):
     # NULL, not "", means "no expression computed" (attention-only sessions): the all-or-none
     # constraint below tests it together with the other expression columns.
     label = models.CharField(  # noqa: DJ001
-        max_length=16, choices=Expression.choices, null=True, blank=True
+        max_length=16, choices=EXPRESSION_CHOICES, null=True, blank=True
     )
     confidence = models.FloatField(
         null=True, blank=True, help_text="Probability of the label (0..1)."
@@ -273,7 +274,7 @@ class FaceObservation(models.Model):
         null=True, blank=True, help_text="7 probabilities, FER2013 order, summing to 1."
     )
     smoothed_label = models.CharField(  # noqa: DJ001
-        max_length=16, choices=Expression.choices, null=True, blank=True
+        max_length=16, choices=EXPRESSION_CHOICES, null=True, blank=True
     )
     smoothed_probabilities = models.JSONField(
         null=True, blank=True, help_text="Track's EMA of the probabilities after this frame."
@@ -311,11 +312,11 @@ class FaceObservation(models.Model):
                 name="classroom_face_score_range",
             ),
             models.CheckConstraint(
-                condition=Q(label__isnull=True) | Q(label__in=Expression.values),
+                condition=Q(label__isnull=True) | Q(label__in=list(EXPRESSIONS)),
                 name="classroom_face_label_valid",
             ),
             models.CheckConstraint(
-                condition=Q(smoothed_label__isnull=True) | Q(smoothed_label__in=Expression.values),
+                condition=Q(smoothed_label__isnull=True) | Q(smoothed_label__in=list(EXPRESSIONS)),
                 name="classroom_face_smoothed_label_valid",
             ),
         ]

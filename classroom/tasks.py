@@ -12,12 +12,13 @@ from celery import shared_task
 from django.db import DatabaseError
 
 from classroom import services
+from contracts import BUILD_REPORT_TASK
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(
-    name="classroom.tasks.build_session_report",
+    name=BUILD_REPORT_TASK,
     acks_late=True,
     reject_on_worker_lost=True,
     autoretry_for=(DatabaseError,),

@@ -79,7 +79,7 @@ class Box:
 
 
 @dataclass(frozen=True)
-class Detection:
+class FaceMeasurement:
     """One face of the frame being recorded.
 
     Attributes:
@@ -287,7 +287,7 @@ def is_alive(track: TrackState, now_s: float, max_age: float) -> bool:
 
 def step(
     tracks: Sequence[TrackState],
-    detections: Sequence[Detection],
+    detections: Sequence[FaceMeasurement],
     *,
     now_s: float,
     seq: int,
@@ -393,7 +393,7 @@ class Tracker:
         self.tracks: dict[int, TrackState] = {}
         self._next_number = 1
 
-    def update(self, detections: Sequence[Detection], *, now_s: float, seq: int) -> Step:
+    def update(self, detections: Sequence[FaceMeasurement], *, now_s: float, seq: int) -> Step:
         """Record one frame; see :func:`step`."""
         result = step(
             list(self.tracks.values()),

@@ -22,12 +22,10 @@ from collections.abc import Iterable
 
 from celery.worker import WorkController
 
+from contracts import QUEUES
 from inference_worker.celery import app
 
 logger = logging.getLogger(__name__)
-
-QUEUES: tuple[str, ...] = ("inference", "default")
-"""Queues the embedded worker consumes: live frames and everything else (reports)."""
 
 MEMORY_POLLING_INTERVAL_S: float = 0.05
 """Seconds between polls of empty in-memory queues. kombu's virtual transports poll (default

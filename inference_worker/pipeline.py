@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from inference_worker.headpose import estimate_head_pose
-from ml.labels import EMOTIONS
+from ml.labels import EXPRESSIONS
 
 __all__ = [
     "DEFAULT_CROP_MARGIN",
@@ -99,7 +99,7 @@ class FaceDetector(Protocol):
 
 @runtime_checkable
 class ExpressionModel(Protocol):
-    """Classifies face crops into the 7 FER2013 expressions (:data:`ml.labels.EMOTIONS`)."""
+    """Classifies face crops into the 7 FER2013 expressions (:data:`ml.labels.EXPRESSIONS`)."""
 
     def predict_proba(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Classify a batch of face crops.
@@ -121,9 +121,9 @@ class Face:
     Attributes:
         box: ``(x, y, w, h)`` normalised to the frame (``0..1``, top-left origin), clipped to it.
         score: detector confidence, ``0..1``.
-        probabilities: 7 floats in FER2013 order (:data:`ml.labels.EMOTIONS`), summing to 1;
+        probabilities: 7 floats in FER2013 order (:data:`ml.labels.EXPRESSIONS`), summing to 1;
             ``None`` when the frame was analysed without the classifier (attention only).
-        label: the most probable expression, one of :data:`ml.labels.EMOTIONS`, or ``None``
+        label: the most probable expression, one of :data:`ml.labels.EXPRESSIONS`, or ``None``
             (attention only).
         confidence: ``max(probabilities)``, ``0..1``, or ``None`` (attention only).
         keypoints: ``None`` or the detector's 6 keypoints normalised to the frame (``0..1``,
@@ -414,10 +414,10 @@ def analyze_frame(
         t = time.perf_counter()
         probabilities = np.asarray(classifier.predict_proba(crops), dtype=np.float32)
         classify_ms = _ms_since(t)
-        if probabilities.shape != (len(crops), len(EMOTIONS)):
+        if probabilities.shape != (len(crops), len(EXPRESSIONS)):
             raise ValueError(
                 f"classifier returned shape {probabilities.shape}, "
-                f"expected ({len(crops)}, {len(EMOTIONS)})"
+                f"expected ({len(crops)}, {len(EXPRESSIONS)})"
             )
         rows = list(probabilities)
 
@@ -429,7 +429,7 @@ def analyze_frame(
                 box=_normalised_box(detection.box, width, height),
                 score=min(max(float(detection.score), 0.0), 1.0),
                 probabilities=None if row is None else tuple(float(p) for p in row),
-                label=None if best is None else EMOTIONS[best],
+                label=None if best is None else EXPRESSIONS[best],
                 confidence=None if best is None else float(row[best]),
                 keypoints=_normalised_keypoints(detection.keypoints, width, height),
                 yaw_deg=None if pose is None else float(pose.yaw_deg),

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ml.datasets import DatasetError, load_fer2013
-from ml.labels import EMOTIONS, NUM_CLASSES
+from ml.labels import EXPRESSIONS, NUM_CLASSES
 from ml.metrics import classification_report
 
 EVAL_SPLITS: tuple[str, ...] = ("PublicTest", "PrivateTest")
@@ -259,7 +259,7 @@ def evaluate(
     for split in splits:
         s = dataset[split]
         probs = predict_split(predict, s.images, tta=tta, desc=f"{name} {split}", progress=progress)
-        out[split] = classification_report(s.labels, probs.argmax(axis=1), EMOTIONS)
+        out[split] = classification_report(s.labels, probs.argmax(axis=1), EXPRESSIONS)
     return out
 
 
@@ -491,10 +491,13 @@ def main(argv: list[str] | None = None) -> int:
         for split, rep in splits.items():
             png = out / f"confusion_{_slug(row)}_{split}.png"
             plot_confusion(
-                np.asarray(rep["confusion_matrix"]), EMOTIONS, png, f"{row}, {split} (n={rep['n']})"
+                np.asarray(rep["confusion_matrix"]),
+                EXPRESSIONS,
+                png,
+                f"{row}, {split} (n={rep['n']})",
             )
             confusion[row][split] = {
-                "labels": list(EMOTIONS),
+                "labels": list(EXPRESSIONS),
                 "rows": "true",
                 "columns": "predicted",
                 "matrix": rep["confusion_matrix"],

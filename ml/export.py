@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from ml.datasets import DatasetError, file_sha256, load_fer2013
-from ml.labels import EMOTIONS, NUM_CLASSES
+from ml.labels import EXPRESSIONS, NUM_CLASSES
 from ml.metrics import classification_report
 from ml.preprocessing import PREPROCESSING, preprocess_faces
 
@@ -365,7 +365,7 @@ def export_model(
         with_float16_weights(model).save(keras_file)
         tflite_file.write_bytes(convert_to_tflite(model, quantize, calibration))
         # Stub metadata so both loaders know the output kind before the real file exists.
-        stub = {"labels": list(EMOTIONS), "output": {"kind": output_kind}}
+        stub = {"labels": list(EXPRESSIONS), "output": {"kind": output_kind}}
         meta_file.write_text(json.dumps(stub))
 
         ref = ExpressionClassifier.load(keras_file)
@@ -402,7 +402,7 @@ def export_model(
             "format_version": METADATA_VERSION,
             "name": name,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "labels": list(EMOTIONS),
+            "labels": list(EXPRESSIONS),
             "num_classes": NUM_CLASSES,
             "input_size": size,
             "preprocessing": PREPROCESSING,

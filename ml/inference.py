@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ml.labels import EMOTIONS, NUM_CLASSES
+from ml.labels import EXPRESSIONS, NUM_CLASSES
 from ml.preprocessing import preprocess_faces
 
 SHIPPED_DIR: Path = Path(__file__).resolve().parent / "shipped"
@@ -207,7 +207,7 @@ class ExpressionClassifier:
                 f"{path}: expected a square 1-channel input, got (H, W, C) = {(h, w, c)}"
             )
         self.input_size: int = int(h)
-        labels = tuple(metadata.get("labels") or EMOTIONS)
+        labels = tuple(metadata.get("labels") or EXPRESSIONS)
         if len(labels) != NUM_CLASSES:
             raise ValueError(f"{path}: metadata lists {len(labels)} labels, expected {NUM_CLASSES}")
         self._labels = labels

@@ -1,10 +1,12 @@
-"""The FER2013 expression classes, in the dataset's label order.
+"""The FER2013 expression classes, in the dataset's label order, for the ``ml`` library.
 
-Source: FER2013 (Goodfellow et al., 2013), label column ``emotion``:
-0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral.
+The names come from :mod:`contracts.labels` (the one definition the web side and the worker
+share); see there for the source.
 """
 
-EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-"""Class names indexed by FER2013 label id (0..6)."""
+from contracts.labels import EXPRESSIONS
 
-NUM_CLASSES: int = len(EMOTIONS)
+__all__ = ["EXPRESSIONS", "NUM_CLASSES"]
+
+NUM_CLASSES: int = len(EXPRESSIONS)
+"""Number of classes of every classifier head (7)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ml.labels import EMOTIONS, NUM_CLASSES
+from ml.labels import EXPRESSIONS, NUM_CLASSES
 
 
 def _check(
@@ -108,7 +108,7 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLAS
 
 
 def classification_report(
-    y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[str, ...] = EMOTIONS
+    y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[str, ...] = EXPRESSIONS
 ) -> dict:
     """All the numbers of one evaluation as a JSON-able dict.
 

@@ -30,7 +30,8 @@ from urllib.parse import urlsplit
 
 from django.core.management.base import CommandError
 
-from classroom.events import CLOSE_FORBIDDEN, CLOSE_SESSION_ENDED, encode_frame
+from classroom.events import CLOSE_FORBIDDEN, CLOSE_SESSION_ENDED
+from contracts import encode_frame
 
 #: The student page scales a webcam frame to at most this width (issue #2) ...
 MAX_WIDTH_PX = 640

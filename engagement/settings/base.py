@@ -10,6 +10,8 @@ from pathlib import Path
 
 import environ
 
+import contracts
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
@@ -126,10 +128,10 @@ CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_DEFAULT_QUEUE = contracts.DEFAULT_QUEUE
 CELERY_TASK_ROUTES = {
-    "inference_worker.tasks.analyze_frame_task": {"queue": "inference"},
-    "classroom.tasks.*": {"queue": "default"},
+    contracts.ANALYZE_FRAME_TASK: {"queue": contracts.INFERENCE_QUEUE},
+    "classroom.tasks.*": {"queue": contracts.DEFAULT_QUEUE},
 }
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -138,7 +140,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # --- Application knobs (ENGAGEMENT_*) ---------------------------------------------------------
 # Run a Celery worker thread inside the web process (embedded default, no outside services).
 ENGAGEMENT_EMBEDDED_WORKER = env.bool("ENGAGEMENT_EMBEDDED_WORKER", default=not REDIS_URL)
-# Frame intake limits (issue #2): bytes on the wire, decoded side in pixels.
+# Frame intake limits: bytes on the wire, decoded side in pixels.
 ENGAGEMENT_MAX_FRAME_BYTES = env.int("ENGAGEMENT_MAX_FRAME_BYTES", default=1_000_000)
 ENGAGEMENT_MAX_FRAME_SIDE = env.int("ENGAGEMENT_MAX_FRAME_SIDE", default=4096)
 # Seconds after which an unanalysed live frame is worthless and expires in the broker.

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.labels import EMOTIONS, NUM_CLASSES
+from ml.labels import EXPRESSIONS, NUM_CLASSES
 
 SPLITS: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
 IMAGE_SIDE = 48
@@ -262,4 +262,12 @@ def load_ferplus(
     return arr.astype(np.float32)
 
 
-__all__ = ["EMOTIONS", "SPLITS", "DatasetError", "FER2013", "Split", "load_fer2013", "load_ferplus"]
+__all__ = [
+    "EXPRESSIONS",
+    "SPLITS",
+    "DatasetError",
+    "FER2013",
+    "Split",
+    "load_fer2013",
+    "load_ferplus",
+]

@@ -1,6 +1,6 @@
 """factory_boy factories and real test images for the classroom tests.
 
-Import as ``from factories import ...`` (this folder is on ``sys.path`` under pytest's default
+Import as ``from tests.classroom.factories import ...`` (this folder is on ``sys.path`` under pytest's default
 import mode; it has no ``__init__.py`` on purpose: a package here would be named ``classroom``).
 """
 
@@ -17,7 +17,6 @@ from factory.django import DjangoModelFactory
 from PIL import Image
 
 from classroom.choices import EXPRESSIONS, SessionStatus, UserRole
-from classroom.events import encode_frame
 from classroom.models import (
     ClassSession,
     FaceObservation,
@@ -28,6 +27,8 @@ from classroom.models import (
     Track,
     User,
 )
+from classroom.services.timeline import add_frame_to_timeline
+from contracts import encode_frame
 
 PASSWORD = "test-password-not-secret"
 
@@ -183,7 +184,7 @@ def frame_message(
     return encode_frame(seq, captured_at_ms, image if image is not None else image_bytes())
 
 
-# --- issue 4: tracks, timeline buckets, and analysed frames stored directly ---------------------
+# --- tracks, timeline buckets, and analysed frames stored directly -------------------------------
 
 
 class TrackFactory(DjangoModelFactory):
@@ -248,12 +249,13 @@ def store_frame(
     lag_ms: float = 40.0,
     captured_at=None,
 ) -> FrameResult:
-    """Store one analysed frame with the ORM as issue 4's ``record_frame_result`` does.
+    """Store one analysed frame with chosen raw AND smoothed labels (no tracking, no smoothing).
 
     Creates the ``FrameResult`` and its ``FaceObservation`` rows (raw and smoothed labels, pose,
-    track), adds the frame to the participant's ``TimelineBucket`` of its arrival time (index
-    ``floor((received_at - started_at) / 5 s)``, smoothed labels counted) and increments
-    ``Participant.frames_analysed``. Independent of ``classroom.services``.
+    track), adds the frame to its ``TimelineBucket`` with the recording code itself
+    (``services.timeline.add_frame_to_timeline``) and increments
+    ``Participant.frames_analysed``, as ``services.record_frame_result`` does. Tests that need
+    real tracks and smoothing call ``record_frame_result`` instead.
 
     Args:
         participant: a participant of a started session.
@@ -275,40 +277,30 @@ def store_frame(
         height=480,
         timings_ms={"total": 8.0},
     )
+    observations = []
     for i, face in enumerate(faces):
         label, smoothed = face["label"], face["smoothed"]
-        FaceObservation.objects.create(
-            frame=frame,
-            index=i,
-            track=face["track"],
-            box_x=0.1,
-            box_y=0.2,
-            box_w=0.2,
-            box_h=0.3,
-            score=0.9,
-            label=label,
-            confidence=None if label is None else max(_probabilities(label)),
-            probabilities=None if label is None else _probabilities(label),
-            smoothed_label=smoothed,
-            smoothed_probabilities=None if smoothed is None else _probabilities(smoothed),
-            yaw_deg=face["yaw_deg"],
-            pitch_deg=face["pitch_deg"],
-            attentive=face["attentive"],
+        observations.append(
+            FaceObservation.objects.create(
+                frame=frame,
+                index=i,
+                track=face["track"],
+                box_x=0.1,
+                box_y=0.2,
+                box_w=0.2,
+                box_h=0.3,
+                score=0.9,
+                label=label,
+                confidence=None if label is None else max(_probabilities(label)),
+                probabilities=None if label is None else _probabilities(label),
+                smoothed_label=smoothed,
+                smoothed_probabilities=None if smoothed is None else _probabilities(smoothed),
+                yaw_deg=face["yaw_deg"],
+                pitch_deg=face["pitch_deg"],
+                attentive=face["attentive"],
+            )
         )
-    started_at = participant.session.started_at
-    index = max(0, int((received_at - started_at).total_seconds() // 5))
-    bucket, _ = TimelineBucket.objects.get_or_create(participant=participant, index=index)
-    increments = {
-        "frames": F("frames") + 1,
-        "face_sum": F("face_sum") + len(faces),
-        "pose_faces": F("pose_faces") + sum(f["attentive"] is not None for f in faces),
-        "attentive_faces": F("attentive_faces") + sum(f["attentive"] is True for f in faces),
-    }
-    for label in EXPRESSIONS:
-        count = sum(f["smoothed"] == label for f in faces)
-        if count:
-            increments[label] = F(label) + count
-    TimelineBucket.objects.filter(pk=bucket.pk).update(**increments)
+    add_frame_to_timeline(participant.pk, participant.session, observations, received_at)
     Participant.objects.filter(pk=participant.pk).update(
         frames_analysed=F("frames_analysed") + 1, last_seen_at=received_at
     )

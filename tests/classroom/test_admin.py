@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
-from factories import (
+
+from classroom.choices import AnalysisMode
+from tests.classroom.factories import (
     AdminFactory,
     ClassSessionFactory,
     FaceObservationFactory,
@@ -15,8 +17,6 @@ from factories import (
     face_row,
     store_frame,
 )
-
-from classroom.choices import AnalysisMode
 
 pytestmark = pytest.mark.django_db
 

@@ -138,12 +138,28 @@ def test_timeline_leaves_out_the_newest_bucket_until_it_has_a_frame():
     assert [p["faces"] for p in points] == [4, 0, 2]
 
 
-def test_timeline_ignores_rows_outside_and_handles_empty_ranges():
+def test_timeline_counts_early_rows_in_bucket_0_ignores_later_ones_and_empty_ranges():
     assert aggregates.timeline([], [], start=at(10), end=at(5), bucket_s=5) == []
     points = aggregates.timeline(
-        [frame(1, -1, 3), frame(1, 30, 3)], [], start=T0, end=at(4.9), bucket_s=5
+        [frame(1, -1, 3), frame(1, 30, 5)], [], start=T0, end=at(4.9), bucket_s=5
     )
-    assert points == [{"t": T0.isoformat(), "faces": 0, "mix": {}, "attention": None}]
+    # -1 s: before the start, counted in bucket 0 as the recording code counts it; 30 s: past
+    # the end of the range.
+    assert points == [{"t": T0.isoformat(), "faces": 3, "mix": {}, "attention": None}]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "index"),
+    [(-3600, 0), (-0.001, 0), (0, 0), (4.999, 0), (5, 1), (9.999, 1), (10, 2), (3600, 720)],
+)
+def test_bucket_index_edges(seconds, index):
+    assert aggregates.bucket_index(at(seconds), T0, 5) == index
+
+
+def test_bucket_index_without_a_start_is_0_and_rejects_a_bad_width():
+    assert aggregates.bucket_index(at(100), None, 5) == 0
+    with pytest.raises(ValueError):
+        aggregates.bucket_index(at(1), T0, 0)
 
 
 def test_timeline_keeps_latest_points_when_capped():

@@ -18,7 +18,11 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore
 from django.test import Client
-from factories import (
+
+from classroom import realtime, selectors, services
+from classroom.consumers import stream_source
+from classroom.routing import websocket_urlpatterns
+from tests.classroom.factories import (
     AdminFactory,
     ClassSessionFactory,
     ParticipantFactory,
@@ -27,10 +31,6 @@ from factories import (
     image_bytes,
     result_dict,
 )
-
-from classroom import realtime, selectors, services
-from classroom.consumers import stream_source
-from classroom.routing import websocket_urlpatterns
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

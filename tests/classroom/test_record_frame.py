@@ -14,11 +14,11 @@ from unittest import mock
 import pytest
 from django.db import connection
 from django.db.models import F
-from factories import ClassSessionFactory, ParticipantFactory, face_dict
 
 from classroom import services, tracking
 from classroom.choices import EXPRESSIONS, TIMELINE_BUCKET_S, AnalysisMode
 from classroom.models import FaceObservation, FrameResult, Participant, TimelineBucket, Track
+from tests.classroom.factories import ClassSessionFactory, ParticipantFactory, face_dict
 
 TAU_S = 3.0
 MAX_AGE_S = 5.0

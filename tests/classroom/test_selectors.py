@@ -12,7 +12,11 @@ from unittest import mock
 import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
-from factories import (
+
+from classroom import aggregates, selectors, services
+from classroom.choices import EXPRESSIONS, AnalysisMode
+from classroom.models import FaceObservation, FrameResult, Participant, TimelineBucket
+from tests.classroom.factories import (
     AdminFactory,
     ClassSessionFactory,
     ParticipantFactory,
@@ -21,10 +25,6 @@ from factories import (
     face_row,
     store_frame,
 )
-
-from classroom import aggregates, selectors, services
-from classroom.choices import EXPRESSIONS, AnalysisMode
-from classroom.models import FaceObservation, FrameResult, Participant, TimelineBucket
 
 pytestmark = pytest.mark.django_db
 

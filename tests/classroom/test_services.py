@@ -7,7 +7,12 @@ import time
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from factories import (
+
+from classroom import services
+from classroom.choices import JOIN_CODE_ALPHABET, SessionStatus
+from classroom.dispatch import ANALYZE_FRAME_TASK, BUILD_REPORT_TASK
+from classroom.models import ClassSession, FaceObservation, FrameResult, Participant
+from tests.classroom.factories import (
     AdminFactory,
     ClassSessionFactory,
     ParticipantFactory,
@@ -17,11 +22,6 @@ from factories import (
     image_bytes,
     result_dict,
 )
-
-from classroom import services
-from classroom.choices import JOIN_CODE_ALPHABET, SessionStatus
-from classroom.dispatch import ANALYZE_FRAME_TASK, BUILD_REPORT_TASK
-from classroom.models import ClassSession, FaceObservation, FrameResult, Participant
 
 pytestmark = pytest.mark.django_db
 

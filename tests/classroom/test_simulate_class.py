@@ -1,5 +1,5 @@
 """Unit tests of simulate_class and its shared client helpers (``classroom.management.simulation``):
-frame packing (``classroom.events.encode_frame``, which the command sends), scaling, frame loading,
+frame packing (``contracts.encode_frame``, which the command sends), scaling, frame loading,
 join-error parsing.
 
 The end-to-end run (real server, worker and dashboard) belongs to the integration tests.
@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
-from classroom.events import encode_frame
 from classroom.management.commands.simulate_class import format_update
 from classroom.management.simulation import (
     MAX_WIDTH_PX,
@@ -24,6 +23,7 @@ from classroom.management.simulation import (
     scaled_size,
     ws_base,
 )
+from contracts import encode_frame
 
 
 def test_encode_frame_header_bytes():

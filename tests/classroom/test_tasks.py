@@ -6,10 +6,15 @@ import base64
 
 import pytest
 from django.db import DatabaseError
-from factories import ClassSessionFactory, ParticipantFactory, image_bytes, result_dict
 
 from classroom import dispatch, services, tasks
 from classroom.models import SessionReport
+from tests.classroom.factories import (
+    ClassSessionFactory,
+    ParticipantFactory,
+    image_bytes,
+    result_dict,
+)
 
 
 def test_report_task_is_declared_at_least_once():

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from classroom import tracking
-from classroom.tracking import Box, Detection, Tracker
+from classroom.tracking import Box, FaceMeasurement, Tracker
 
 
 def probabilities(rng: random.Random, n: int = 7) -> tuple[float, ...]:
@@ -72,9 +72,11 @@ def test_match_with_nothing():
 
 def test_new_faces_get_the_next_numbers():
     tracker = Tracker(max_age=5.0, tau_s=3.0)
-    first = tracker.update([Detection(Box(0.1, 0.1, 0.1, 0.1))], now_s=0.0, seq=1)
+    first = tracker.update([FaceMeasurement(Box(0.1, 0.1, 0.1, 0.1))], now_s=0.0, seq=1)
     second = tracker.update(
-        [Detection(Box(0.1, 0.1, 0.1, 0.1)), Detection(Box(0.6, 0.6, 0.1, 0.1))], now_s=1.0, seq=2
+        [FaceMeasurement(Box(0.1, 0.1, 0.1, 0.1)), FaceMeasurement(Box(0.6, 0.6, 0.1, 0.1))],
+        now_s=1.0,
+        seq=2,
     )
     assert [a.number for a in first.assignments] == [1]
     assert [(a.number, a.created) for a in second.assignments] == [(1, False), (2, True)]
@@ -84,7 +86,7 @@ def test_new_faces_get_the_next_numbers():
 
 def test_track_survives_a_brief_miss_then_dies_after_max_age():
     tracker = Tracker(max_age=5.0, tau_s=3.0)
-    face = Detection(Box(0.3, 0.3, 0.1, 0.1))
+    face = FaceMeasurement(Box(0.3, 0.3, 0.1, 0.1))
     numbers = []
     for t in (0.0, 1.0, 5.9):  # missed for 4.9 s < 5 s
         numbers.append(tracker.update([face], now_s=t, seq=int(t * 10)).assignments[0].number)
@@ -98,7 +100,7 @@ def test_max_age_is_at_least_three_frame_intervals():
     assert tracking.max_age_s(5.0, 1.0) == 5.0
     assert tracking.max_age_s(5.0, 10.0) == pytest.approx(3 * 10.0)
     tracker = Tracker(max_age=tracking.max_age_s(5.0, 10.0), tau_s=3.0)
-    face = Detection(Box(0.3, 0.3, 0.1, 0.1))
+    face = FaceMeasurement(Box(0.3, 0.3, 0.1, 0.1))
     assert [
         tracker.update([face], now_s=t, seq=i).assignments[0].number
         for i, t in enumerate((0.0, 10.0, 30.0))  # one frame every 10 s, one missed
@@ -138,7 +140,7 @@ def test_each_person_of_a_screen_shared_gallery_stays_one_track(seed):
         previous.update(boxes)
         keys = list(boxes)
         rng.shuffle(keys)  # the detector's order is not stable
-        step = tracker.update([Detection(boxes[k]) for k in keys], now_s=t, seq=seq)
+        step = tracker.update([FaceMeasurement(boxes[k]) for k in keys], now_s=t, seq=seq)
         for key, assignment in zip(keys, step.assignments, strict=True):
             number_of[key].add(assignment.number)
     assert all(len(numbers) == 1 for numbers in number_of.values()), number_of
@@ -178,7 +180,7 @@ def test_tracker_ema_matches_the_closed_form():
         values.append(probabilities(rng))
         times.append(t)
         box = Box(0.4 + rng.gauss(0, 0.005), 0.4, 0.1, 0.1)
-        step = tracker.update([Detection(box, values[-1])], now_s=t, seq=seq)
+        step = tracker.update([FaceMeasurement(box, values[-1])], now_s=t, seq=seq)
     expected = [math.exp(-(times[-1] - times[0]) / tau) * v for v in values[0]]
     for i in range(1, len(values)):
         weight = (1 - math.exp(-(times[i] - times[i - 1]) / tau)) * math.exp(
@@ -195,9 +197,9 @@ def test_tracker_ema_matches_the_closed_form():
 def test_first_observation_of_a_track_is_its_raw_value():
     tracker = Tracker(max_age=5.0, tau_s=3.0)
     raw = probabilities(random.Random(1))
-    assert tracker.update([Detection(Box(0.2, 0.2, 0.1, 0.1), raw)], now_s=0.0, seq=1).assignments[
-        0
-    ].smoothed == pytest.approx(raw)
+    assert tracker.update(
+        [FaceMeasurement(Box(0.2, 0.2, 0.1, 0.1), raw)], now_s=0.0, seq=1
+    ).assignments[0].smoothed == pytest.approx(raw)
 
 
 def test_late_frame_is_matched_but_does_not_move_the_track_back():
@@ -206,10 +208,10 @@ def test_late_frame_is_matched_but_does_not_move_the_track_back():
     tracker = Tracker(max_age=5.0, tau_s=tau)
     box = Box(0.3, 0.3, 0.1, 0.1)
     p1, p2, p3, p4 = (probabilities(rng) for _ in range(4))
-    tracker.update([Detection(box, p1)], now_s=10.0, seq=1)
-    tracker.update([Detection(moved(box, dx=0.01), p3)], now_s=12.0, seq=3)
+    tracker.update([FaceMeasurement(box, p1)], now_s=10.0, seq=1)
+    tracker.update([FaceMeasurement(moved(box, dx=0.01), p3)], now_s=12.0, seq=3)
     after_3 = tracker.tracks[1]
-    late = tracker.update([Detection(moved(box, dx=0.005), p2)], now_s=11.0, seq=2)
+    late = tracker.update([FaceMeasurement(moved(box, dx=0.005), p2)], now_s=11.0, seq=2)
     assert late.assignments[0].number == 1 and late.assignments[0].late
     assert late.assignments[0].smoothed == after_3.smoothed
     state = tracker.tracks[1]
@@ -221,7 +223,7 @@ def test_late_frame_is_matched_but_does_not_move_the_track_back():
     )
     assert state.hits == 3
     # The next frame is smoothed from the newest state, over the gap from t = 12, not 11.
-    nxt = tracker.update([Detection(box, p4)], now_s=13.0, seq=4)
+    nxt = tracker.update([FaceMeasurement(box, p4)], now_s=13.0, seq=4)
     assert nxt.assignments[0].smoothed == pytest.approx(
         tracking.ema_update(after_3.smoothed, p4, 1.0, tau)
     )
@@ -230,15 +232,15 @@ def test_late_frame_is_matched_but_does_not_move_the_track_back():
 def test_late_frame_older_than_a_track_start_moves_first_seen_back():
     tracker = Tracker(max_age=5.0, tau_s=3.0)
     box = Box(0.3, 0.3, 0.1, 0.1)
-    tracker.update([Detection(box)], now_s=10.0, seq=2)
-    tracker.update([Detection(box)], now_s=9.0, seq=1)
+    tracker.update([FaceMeasurement(box)], now_s=10.0, seq=2)
+    tracker.update([FaceMeasurement(box)], now_s=9.0, seq=1)
     assert (tracker.tracks[1].first_seen_s, tracker.tracks[1].last_seen_s) == (9.0, 10.0)
 
 
 def test_attention_only_detections_are_tracked_without_smoothing():
     tracker = Tracker(max_age=5.0, tau_s=3.0)
     box = Box(0.3, 0.3, 0.1, 0.1)
-    steps = [tracker.update([Detection(box)], now_s=float(t), seq=t) for t in range(3)]
+    steps = [tracker.update([FaceMeasurement(box)], now_s=float(t), seq=t) for t in range(3)]
     assert [s.assignments[0].number for s in steps] == [1, 1, 1]
     assert all(s.assignments[0].smoothed is None for s in steps)
     assert tracker.tracks[1].smoothed is None and tracker.tracks[1].hits == 3

@@ -17,11 +17,11 @@ import uuid
 import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
-from factories import TrackFactory, face_row, store_frame
 
 from classroom import services
 from classroom.choices import EXPRESSIONS
 from classroom.models import Participant
+from tests.classroom.factories import TrackFactory, face_row, store_frame
 
 pytestmark = pytest.mark.django_db
 

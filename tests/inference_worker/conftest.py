@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from worker_fakes import FakeClassifier, FakeDetector
 
 from inference_worker import runtime
 from inference_worker.pipeline import Detection
+from tests.inference_worker.worker_fakes import FakeClassifier, FakeDetector
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ import math
 import cv2
 import pytest
 from django.core.management import CommandError, call_command
-from worker_fakes import FACE_KEYS, TINY_CLASSIFIER
 
 from inference_worker.management.commands.analyze_media import summarize
 from inference_worker.pipeline import Face, FrameAnalysis
-from ml.labels import EMOTIONS
+from ml.labels import EXPRESSIONS
+from tests.inference_worker.worker_fakes import FACE_KEYS, TINY_CLASSIFIER
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def _check_summary(summary: dict, frames: int) -> None:
     assert type(summary["faces"]) is int
     assert summary["faces_per_frame"] == pytest.approx(summary["faces"] / frames)
     if summary["faces"]:
-        assert set(summary["expressions"]) <= set(EMOTIONS)
+        assert set(summary["expressions"]) <= set(EXPRESSIONS)
         assert math.isclose(sum(summary["expressions"].values()), 1.0, abs_tol=1e-9)
         assert all(0.0 <= share <= 1.0 for share in summary["expressions"].values())
     else:
@@ -170,7 +170,7 @@ def test_summary_of_no_face_has_no_expressions():
 
 
 def _face(label, attentive):
-    probabilities = None if label is None else tuple(float(x == label) for x in EMOTIONS)
+    probabilities = None if label is None else tuple(float(x == label) for x in EXPRESSIONS)
     return Face(
         box=(0.1, 0.1, 0.2, 0.2),
         score=0.9,

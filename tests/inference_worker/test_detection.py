@@ -6,7 +6,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-from worker_fakes import FakeDetector
 
 from inference_worker.detection import (
     SOURCE_SETTINGS,
@@ -21,6 +20,7 @@ from inference_worker.detection import (
     tile_windows,
 )
 from inference_worker.pipeline import Detection, FaceDetector
+from tests.inference_worker.worker_fakes import FakeDetector
 
 
 class BlobDetector:

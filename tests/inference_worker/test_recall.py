@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from worker_fakes import REPO_ROOT, FakeDetector
 
 from inference_worker import recall, runtime
 from inference_worker.detection import TiledFaceDetector
 from inference_worker.pipeline import Detection
 from inference_worker.recall import Annotation, FileRecall, load_annotations, match_frame
+from tests.inference_worker.worker_fakes import REPO_ROOT, FakeDetector
 
 FACE_BOXES = REPO_ROOT / "tests" / "fixtures" / "face_boxes.json"
 

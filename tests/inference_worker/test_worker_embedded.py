@@ -7,7 +7,8 @@ process it would consume the messages other tests send through the memory broker
 from __future__ import annotations
 
 import pytest
-from worker_fakes import run_django_script
+
+from tests.inference_worker.worker_fakes import run_django_script
 
 SCRIPT = r"""
 import base64, json, sys, threading
@@ -20,8 +21,7 @@ from inference_worker import embedded, runtime, tasks
 from inference_worker.celery import app
 from inference_worker.pipeline import Detection
 
-sys.path.insert(0, "tests/inference_worker")
-from worker_fakes import FakeClassifier, FakeDetector
+from tests.inference_worker.worker_fakes import FakeClassifier, FakeDetector
 
 probe_done = threading.Event()
 probe_seen = {}

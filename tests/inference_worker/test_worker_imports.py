@@ -3,7 +3,7 @@ once per worker process, after the fork). Checked in a fresh interpreter."""
 
 from __future__ import annotations
 
-from worker_fakes import run_django_script
+from tests.inference_worker.worker_fakes import run_django_script
 
 HEAVY = ("tensorflow", "keras", "mediapipe")
 

@@ -7,7 +7,6 @@ import json
 import cv2
 import numpy as np
 import pytest
-from worker_fakes import FACE_KEYS, FakeClassifier, FakeDetector
 
 from inference_worker import pipeline
 from inference_worker.pipeline import (
@@ -20,7 +19,8 @@ from inference_worker.pipeline import (
     decode_image,
     square_crop,
 )
-from ml.labels import EMOTIONS
+from ml.labels import EXPRESSIONS
+from tests.inference_worker.worker_fakes import FACE_KEYS, FakeClassifier, FakeDetector
 
 TIMING_KEYS = {"decode", "detect", "crop", "classify", "total"}
 
@@ -79,7 +79,7 @@ def test_all_faces_of_a_frame_are_classified_in_one_batch():
         assert crop.dtype == np.uint8 and crop.ndim == 3 and crop.shape[2] == 3
     assert analysis.face_count == 3
     # crop i got class i % 7 from the fake; faces keep the detector's score order
-    assert [f.label for f in analysis.faces] == [EMOTIONS[0], EMOTIONS[1], EMOTIONS[2]]
+    assert [f.label for f in analysis.faces] == [EXPRESSIONS[0], EXPRESSIONS[1], EXPRESSIONS[2]]
     assert [f.score for f in analysis.faces] == pytest.approx([0.9, 0.8, 0.7])
 
 
@@ -100,7 +100,7 @@ def test_label_and_confidence_follow_the_probabilities(fake_detector):
     (face,) = analysis.faces
     assert len(face.probabilities) == 7
     assert sum(face.probabilities) == pytest.approx(1.0, abs=1e-5)
-    assert face.label == EMOTIONS[int(np.argmax(face.probabilities))]
+    assert face.label == EXPRESSIONS[int(np.argmax(face.probabilities))]
     assert face.confidence == pytest.approx(max(face.probabilities)) == pytest.approx(0.82)
 
 
@@ -138,7 +138,7 @@ def test_to_dict_has_exactly_the_contract_schema(fake_detector, fake_classifier)
     assert len(face["box"]) == 4 and all(type(v) is float for v in face["box"])
     assert len(face["probabilities"]) == 7 and all(type(v) is float for v in face["probabilities"])
     assert type(face["score"]) is float and type(face["confidence"]) is float
-    assert face["label"] in EMOTIONS
+    assert face["label"] in EXPRESSIONS
     assert json.loads(json.dumps(result)) == result  # JSON-able as is
 
 

@@ -7,10 +7,10 @@ import hashlib
 import numpy as np
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from worker_fakes import TINY_CLASSIFIER
 
 from inference_worker import pipeline, runtime
 from inference_worker.pipeline import analyze_bytes, decode_image
+from tests.inference_worker.worker_fakes import TINY_CLASSIFIER
 
 SHIPPED_SHA256 = {
     "face_detection_short_range.tflite": "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",

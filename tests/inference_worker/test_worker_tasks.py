@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from celery.app.task import Context
 from celery.signals import task_postrun, task_revoked, worker_process_init
-from worker_fakes import FakeClassifier, FakeDetector
 
 from classroom import dispatch, services
 from inference_worker import celery as worker_celery
 from inference_worker import runtime, tasks
 from inference_worker.celery import app
 from inference_worker.pipeline import Detection
+from tests.inference_worker.worker_fakes import FakeClassifier, FakeDetector
 
 TASK_NAME = "inference_worker.tasks.analyze_frame_task"
 
@@ -249,6 +249,7 @@ def _revoked_request(**headers) -> Context:
     return Context({"id": "abc", "task": TASK_NAME, "kwargsrepr": "{...}", **headers})
 
 
+@pytest.mark.django_db  # the receiver recycles the main process's connection first
 def test_expired_message_is_counted_through_the_signal(drops):
     task_revoked.send(
         sender=app.tasks[TASK_NAME],
@@ -282,6 +283,7 @@ def test_other_revocations_are_not_counted(drops, task_name, expired, headers):
     assert drops == []
 
 
+@pytest.mark.django_db
 def test_expired_counting_failure_is_logged_not_raised(monkeypatch, caplog):
     def boom(**kwargs):
         raise RuntimeError("database down")

@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
-from ml_testdata import make_rows, write_fer_csv
+
+from tests.ml.ml_testdata import make_rows, write_fer_csv
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -7,10 +7,10 @@ import hashlib
 
 import numpy as np
 import pytest
-from ml_testdata import HEADER, csv_row, make_rows, synthetic_faces, write_fer_csv
 
 from ml.datasets import SPLITS, DatasetError, load_fer2013, load_ferplus
 from ml.datasets.fer2013 import ENV_FER2013
+from tests.ml.ml_testdata import HEADER, csv_row, make_rows, synthetic_faces, write_fer_csv
 
 COUNTS = {"Training": 7, "PublicTest": 4, "PrivateTest": 3}
 

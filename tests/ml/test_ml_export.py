@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ml.export import ParityError, _normalise_command, export_model, main, read_training_info
-from ml.labels import EMOTIONS
+from ml.labels import EXPRESSIONS
 from ml.preprocessing import PREPROCESSING
 
 pytestmark = pytest.mark.slow
@@ -22,7 +22,7 @@ def test_export_writes_three_files_and_metadata(exported_tiny, tiny_csv):
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary folder left behind"
     on_disk = json.loads((out / "expression_cnn.json").read_text())
     assert on_disk == json.loads(json.dumps(meta))
-    assert meta["labels"] == list(EMOTIONS)
+    assert meta["labels"] == list(EXPRESSIONS)
     assert meta["input_size"] == 48
     assert meta["preprocessing"] == PREPROCESSING
     assert meta["input"]["shape"] == [None, 48, 48, 1] and meta["input"]["dtype"] == "float32"

@@ -13,7 +13,7 @@ import pytest
 
 import ml.inference as inference
 from ml.inference import ExpressionClassifier, softmax
-from ml.labels import EMOTIONS
+from ml.labels import EXPRESSIONS
 
 pytestmark = pytest.mark.slow
 RNG = np.random.default_rng(1)
@@ -45,7 +45,7 @@ def test_predict_proba_shape_dtype_and_sum(clf):
     assert p.shape == (5, 7) and p.dtype == np.float32
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
     assert (p >= 0).all() and (p <= 1).all()
-    assert clf.labels == EMOTIONS
+    assert clf.labels == EXPRESSIONS
     assert clf.backend == "tflite" and clf.input_size == 48
     assert clf.output_kind == "logits"
 
@@ -98,7 +98,7 @@ def test_loop_fallback_when_resize_fails(tflite_path, monkeypatch):
 
 def test_keras_backend_matches_tflite(exported_tiny, clf):
     k = ExpressionClassifier.load(exported_tiny[0] / "expression_cnn.keras")
-    assert k.backend == "keras" and k.labels == EMOTIONS
+    assert k.backend == "keras" and k.labels == EXPRESSIONS
     faces = _faces(6, 48, 48)
     pk, pt = k.predict_proba(faces), clf.predict_proba(faces)
     assert pk.shape == (6, 7) and pk.dtype == np.float32

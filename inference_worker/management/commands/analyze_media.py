@@ -40,7 +40,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from inference_worker import pipeline, runtime
 from inference_worker.detection import SOURCES
-from ml.labels import EMOTIONS
+from ml.labels import EXPRESSIONS
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 """Files with these suffixes are read as one still image; anything else as a video first."""
@@ -82,7 +82,7 @@ def summarize(analyses: list[pipeline.FrameAnalysis]) -> dict[str, Any]:
         "faces": len(all_faces),
         "faces_per_frame": len(all_faces) / frames if frames else 0.0,
         "expressions": (
-            {label: counts[label] / classified for label in EMOTIONS} if classified else {}
+            {label: counts[label] / classified for label in EXPRESSIONS} if classified else {}
         ),
         "attention": sum(posed) / len(posed) if posed else None,
     }

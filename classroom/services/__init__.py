@@ -1,0 +1,46 @@
+"""All writes of the classroom app, and the only place that broadcasts or queues tasks.
+
+One module per use case (the layout of Zulip's ``zerver/actions/``):
+
+================  ==============================================================================
+``sessions``      create a draft session, start it, end it (queues the report on commit)
+``joining``       a student joins with a display name and explicit consent
+``intake``        one binary frame: validate (``images``, ``rate_limit``) and queue it by name
+``results``       record an analysed frame (``tracks``, ``timeline``) or a dropped one
+``reports``       build the stored report of a session
+``errors``        the exceptions callers catch
+================  ==============================================================================
+
+Called by views, consumers, tasks, management commands and the inference worker (which may
+import only this package of ``classroom``: an import-linter contract). Broadcasts and task sends
+happen in ``transaction.on_commit``, so no one is told about rows that are not committed.
+
+Frames are never stored or logged: ``accept_frame`` validates the bytes and hands them to the
+broker; only derived numbers (counts, boxes, probabilities, timings) reach the database.
+"""
+
+from classroom.services.errors import FrameRejected, JoinError, SessionStateError
+from classroom.services.intake import FrameAccepted, accept_frame
+from classroom.services.joining import PARTICIPANT_SESSION_KEY, join_session
+from classroom.services.rate_limit import FrameRateLimiter, frame_rate_limiter
+from classroom.services.reports import build_session_report
+from classroom.services.results import record_frame_dropped, record_frame_result
+from classroom.services.sessions import create_session, end_session, start_session
+
+__all__ = [
+    "PARTICIPANT_SESSION_KEY",
+    "FrameAccepted",
+    "FrameRateLimiter",
+    "FrameRejected",
+    "JoinError",
+    "SessionStateError",
+    "accept_frame",
+    "build_session_report",
+    "create_session",
+    "end_session",
+    "frame_rate_limiter",
+    "join_session",
+    "record_frame_dropped",
+    "record_frame_result",
+    "start_session",
+]

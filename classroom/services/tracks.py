@@ -1,0 +1,120 @@
+"""Face tracks of a participant's stream: match each recorded frame's faces to ``Track`` rows.
+
+The matching and smoothing are pure (``classroom.tracking``); this module loads and saves the
+rows around it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Max
+
+from classroom import tracking
+from classroom.choices import EXPRESSIONS
+from classroom.models import ClassSession, FaceObservation, Participant, Track
+
+
+def _track_state(row: Track) -> tracking.TrackState:
+    return tracking.TrackState(
+        number=row.number,
+        box=tracking.Box(row.box_x, row.box_y, row.box_w, row.box_h),
+        first_seen_s=row.first_seen_at.timestamp(),
+        last_seen_s=row.last_seen_at.timestamp(),
+        last_seq=row.last_seq,
+        hits=row.hits,
+        smoothed=None if row.smoothed_probabilities is None else tuple(row.smoothed_probabilities),
+    )
+
+
+_TRACK_FIELDS = [
+    "first_seen_at",
+    "last_seen_at",
+    "last_seq",
+    "box_x",
+    "box_y",
+    "box_w",
+    "box_h",
+    "hits",
+    "smoothed_probabilities",
+]
+
+
+def track_faces(
+    participant: Participant,
+    session: ClassSession,
+    observations: list[FaceObservation],
+    *,
+    seq: int,
+    received_at: datetime,
+) -> None:
+    """Match the frame's faces to the participant's live tracks (``classroom.tracking``).
+
+    Creates and updates ``Track`` rows and sets ``track``, ``smoothed_probabilities`` and
+    ``smoothed_label`` on each (unsaved) observation. Call with the participant row locked.
+    Time is the frame's arrival time (server clock); a track is live while
+    ``received_at - last_seen_at <= tracking.max_age_s(ENGAGEMENT_TRACK_MAX_AGE_S, interval)``.
+    """
+    if not observations:
+        return
+    now_s = received_at.timestamp()
+    max_age = tracking.max_age_s(settings.ENGAGEMENT_TRACK_MAX_AGE_S, session.frame_interval_s)
+    rows = {
+        row.number: row
+        for row in Track.objects.filter(
+            participant=participant, last_seen_at__gte=received_at - timedelta(seconds=max_age)
+        )
+    }
+    last_number = Track.objects.filter(participant=participant).aggregate(n=Max("number"))["n"]
+    detections = [
+        tracking.FaceMeasurement(
+            box=tracking.Box(o.box_x, o.box_y, o.box_w, o.box_h),
+            probabilities=None if o.probabilities is None else tuple(o.probabilities),
+        )
+        for o in observations
+    ]
+    outcome = tracking.step(
+        [_track_state(row) for row in rows.values()],
+        detections,
+        now_s=now_s,
+        seq=seq,
+        next_number=(last_number or 0) + 1,
+        max_age=max_age,
+        tau_s=settings.ENGAGEMENT_SMOOTHING_TAU_S,
+    )
+    created, changed = [], []
+    for number, state in outcome.tracks.items():
+        row = rows.get(number)
+        if row is None:
+            row = Track(participant=participant, number=number)
+            created.append(row)
+        else:
+            changed.append(row)
+        # Times come from received_at itself, not from the float seconds, so that they round-trip
+        # exactly (a late frame leaves last_seen_at as it was).
+        if row.pk is None or state.first_seen_s == now_s:
+            row.first_seen_at = received_at
+        if row.pk is None or state.last_seen_s == now_s:
+            row.last_seen_at = received_at
+        row.last_seq = state.last_seq
+        row.box_x, row.box_y, row.box_w, row.box_h = (
+            state.box.x,
+            state.box.y,
+            state.box.w,
+            state.box.h,
+        )
+        row.hits = state.hits
+        row.smoothed_probabilities = None if state.smoothed is None else list(state.smoothed)
+        rows[number] = row
+    Track.objects.bulk_create(created)
+    if changed:
+        Track.objects.bulk_update(changed, _TRACK_FIELDS)
+    for observation, assignment in zip(observations, outcome.assignments, strict=True):
+        observation.track = rows[assignment.number]
+        if assignment.smoothed is None:
+            observation.smoothed_probabilities = None
+            observation.smoothed_label = None
+        else:
+            observation.smoothed_probabilities = list(assignment.smoothed)
+            observation.smoothed_label = tracking.argmax_label(assignment.smoothed, EXPRESSIONS)

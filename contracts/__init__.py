@@ -1,0 +1,60 @@
+"""What the web side (``classroom``) and the worker side (``inference_worker``, ``ml``) agree on.
+
+Standard library only: this package imports nothing of the project and no third-party package
+(an import-linter contract in ``pyproject.toml`` keeps it so), so both sides, and any client,
+can depend on it without pulling in Django, Celery, TensorFlow or MediaPipe.
+
+* :mod:`contracts.labels`: the 7 expression labels in FER2013 order.
+* :mod:`contracts.names`: task, queue and message-header names, stream sources, analysis
+  modes and drop reasons.
+* :mod:`contracts.frames`: the binary frame message of ``/ws/stream/`` (header layout).
+* :mod:`contracts.results`: :class:`FrameResultPayload`, the typed result of one analysed
+  frame that the worker hands to ``classroom.services.record_frame_result``.
+"""
+
+from contracts.frames import (
+    FRAME_HEADER,
+    FRAME_HEADER_SIZE,
+    FrameHeader,
+    encode_frame,
+    parse_frame_header,
+    peek_seq,
+)
+from contracts.labels import EXPRESSIONS, NUM_EXPRESSIONS
+from contracts.names import (
+    ANALYZE_FRAME_TASK,
+    BUILD_REPORT_TASK,
+    DEFAULT_QUEUE,
+    FRAME_DROP_REASONS,
+    INFERENCE_QUEUE,
+    PARTICIPANT_HEADER,
+    QUEUES,
+    SEQ_HEADER,
+    AnalysisMode,
+    StreamSource,
+)
+from contracts.results import ContractError, FacePayload, FrameResultPayload
+
+__all__ = [
+    "ANALYZE_FRAME_TASK",
+    "BUILD_REPORT_TASK",
+    "DEFAULT_QUEUE",
+    "EXPRESSIONS",
+    "FRAME_DROP_REASONS",
+    "FRAME_HEADER",
+    "FRAME_HEADER_SIZE",
+    "INFERENCE_QUEUE",
+    "NUM_EXPRESSIONS",
+    "PARTICIPANT_HEADER",
+    "QUEUES",
+    "SEQ_HEADER",
+    "AnalysisMode",
+    "ContractError",
+    "FacePayload",
+    "FrameHeader",
+    "FrameResultPayload",
+    "StreamSource",
+    "encode_frame",
+    "parse_frame_header",
+    "peek_seq",
+]
