@@ -17,7 +17,9 @@ import os
 from celery import Celery
 from celery.signals import task_postrun
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "engagement.settings.local")
+from inference_worker.config import DEFAULT_SETTINGS_MODULE
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", DEFAULT_SETTINGS_MODULE)
 
 #: Tasks after which Celery's fixup closes the connections anyway (a safety net; Django's
 #: ``CONN_MAX_AGE`` normally closes them first).

@@ -312,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     annotations, iou = load_annotations(args.annotations)
     media = Path(args.media) if args.media else _default_media_dir()
     for source in args.source or SOURCES:
-        detector = runtime.get_detector(args.detector, source=source)
+        detector = runtime.get_detector(source, kind=args.detector)
         detector.detect(np.zeros((240, 320, 3), np.uint8))  # graph start-up, not measured
         rows = evaluate(annotations, detector, media, iou)
         print(f"\nsource={source} detector={runtime.detector_kind(args.detector)} IoU>={iou:g}")

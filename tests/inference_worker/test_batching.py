@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from inference_worker.runtime import BatchingClassifier
+from inference_worker.batching import BatchingClassifier
 
 
 class CountingModel:

@@ -115,7 +115,7 @@ def test_the_fixture_annotates_both_photos_and_ten_classroom_frames():
 @pytest.fixture(scope="module")
 def room_rows(media_dir: Path) -> dict[str, FileRecall]:
     annotations, iou = load_annotations(FACE_BOXES)
-    detector = runtime.get_detector("full", source="room")
+    detector = runtime.get_detector("room", kind="full")
     assert isinstance(detector, TiledFaceDetector)
     return {row.file: row for row in recall.evaluate(annotations, detector, media_dir, iou)}
 
@@ -140,8 +140,8 @@ def test_room_mode_finds_most_visible_classroom_faces(room_rows):
 def test_webcam_mode_is_one_pass_and_still_finds_the_photo_faces(media_dir):
     annotations, iou = load_annotations(FACE_BOXES)
     photos = [a for a in annotations if not a.file.endswith(".mp4")]
-    detector = runtime.get_detector("full")
-    assert runtime.get_detector("full", source="webcam") is detector
+    detector = runtime.get_detector(kind="full")
+    assert runtime.get_detector("webcam", kind="full") is detector
     assert not isinstance(detector, TiledFaceDetector)
     rows = recall.evaluate(photos, detector, media_dir, iou)
     assert [(r.found, r.faces, r.false_positives) for r in rows] == [(6, 6, 0), (4, 4, 0)]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from inference_worker import pipeline, runtime
+from inference_worker import blazeface, pipeline, runtime
+from inference_worker.batching import BatchingClassifier
 from inference_worker.pipeline import analyze_bytes, decode_image
 from tests.inference_worker.worker_fakes import TINY_CLASSIFIER
 
@@ -19,11 +20,11 @@ SHIPPED_SHA256 = {
 
 
 def test_shipped_detector_files_match_their_source():
-    for kind, path in runtime.DETECTOR_MODELS.items():
+    for kind, path in blazeface.DETECTOR_MODELS.items():
         assert path.is_file(), kind
         assert hashlib.sha256(path.read_bytes()).hexdigest() == SHIPPED_SHA256[path.name]
-    assert (runtime.MODELS_DIR / "LICENSE").is_file()
-    source = (runtime.MODELS_DIR / "SOURCE.md").read_text(encoding="utf-8")
+    assert (blazeface.MODELS_DIR / "LICENSE").is_file()
+    source = (blazeface.MODELS_DIR / "SOURCE.md").read_text(encoding="utf-8")
     for name, digest in SHIPPED_SHA256.items():
         assert name in source and digest in source
 
@@ -64,8 +65,8 @@ def test_missing_classifier_file_raises(fresh_runtime, tmp_path):
 
 @pytest.mark.slow
 def test_detector_is_loaded_once_per_process():
-    assert runtime.get_detector("full") is runtime.get_detector("full")
-    assert runtime.get_detector("short") is not runtime.get_detector("full")
+    assert runtime.get_detector(kind="full") is runtime.get_detector(kind="full")
+    assert runtime.get_detector(kind="short") is not runtime.get_detector(kind="full")
     assert isinstance(runtime.get_detector(), pipeline.FaceDetector)
 
 
@@ -73,7 +74,7 @@ def test_detector_is_loaded_once_per_process():
 @pytest.mark.parametrize("kind", ["full", "short"])
 def test_real_detector_finds_the_four_webcam_faces(webcam_photo, kind):
     rgb = decode_image(webcam_photo.read_bytes())
-    detections = runtime.get_detector(kind).detect(rgb)
+    detections = runtime.get_detector(kind=kind).detect(rgb)
     assert len(detections) == 4
     height, width = rgb.shape[:2]
     quadrants = set()
@@ -91,19 +92,19 @@ def test_real_detector_finds_the_four_webcam_faces(webcam_photo, kind):
 @pytest.mark.slow
 def test_full_range_detector_finds_the_group(group_photo):
     rgb = decode_image(group_photo.read_bytes())
-    assert len(runtime.get_detector("full").detect(rgb)) >= 5
+    assert len(runtime.get_detector(kind="full").detect(rgb)) >= 5
 
 
 @pytest.mark.slow
 def test_real_detector_finds_no_face_in_a_blank_frame():
-    assert runtime.get_detector("full").detect(np.zeros((480, 640, 3), np.uint8)) == []
+    assert runtime.get_detector(kind="full").detect(np.zeros((480, 640, 3), np.uint8)) == []
 
 
 @pytest.mark.slow
 def test_pipeline_with_real_models_finds_the_four_webcam_faces(webcam_photo, fresh_runtime):
     analysis = analyze_bytes(
         webcam_photo.read_bytes(),
-        runtime.get_detector("full"),
+        runtime.get_detector(kind="full"),
         runtime.get_classifier(TINY_CLASSIFIER),
     )
     assert analysis.face_count == 4
@@ -125,7 +126,9 @@ def test_shipped_model_labels_at_least_three_of_the_four_posed_expressions(webca
     from ml.inference import ExpressionClassifier
 
     classifier = ExpressionClassifier.load()
-    analysis = analyze_bytes(webcam_photo.read_bytes(), runtime.get_detector("full"), classifier)
+    analysis = analyze_bytes(
+        webcam_photo.read_bytes(), runtime.get_detector(kind="full"), classifier
+    )
     assert analysis.face_count == 4
     got = {}
     for face in analysis.faces:
@@ -140,18 +143,11 @@ def test_unknown_detector_source_is_an_error_naming_the_valid_ones(fresh_runtime
     for call in (
         lambda: runtime.get_detector("drone"),
         lambda: runtime.get_detector(source="drone"),
-        lambda: runtime.get_detector("full", source="drone"),
+        lambda: runtime.get_detector("drone", kind="full"),
     ):
         with pytest.raises(ValueError, match="source") as info:
             call()
         assert all(name in str(info.value) for name in ("webcam", "screen", "room"))
-
-
-def test_a_source_given_twice_is_an_error(fresh_runtime):
-    with pytest.raises(ValueError, match="twice"):
-        runtime.get_detector("screen", source="room")
-    with pytest.raises(ValueError, match="twice"):
-        runtime.get_detector("full", kind="short")
 
 
 @pytest.mark.slow
@@ -160,14 +156,13 @@ def test_detectors_are_cached_per_source(fresh_runtime):
 
     webcam = runtime.get_detector("webcam")
     assert runtime.get_detector() is webcam and runtime.get_detector(source="webcam") is webcam
-    assert isinstance(webcam, runtime.MediaPipeFaceDetector)  # one fast whole-frame pass
+    assert isinstance(webcam, blazeface.MediaPipeFaceDetector)  # one fast whole-frame pass
     screen, room = runtime.get_detector("screen"), runtime.get_detector("room")
     assert runtime.get_detector("screen") is screen and runtime.get_detector("room") is room
     assert screen.settings == SOURCE_SETTINGS["screen"] and room.settings == SOURCE_SETTINGS["room"]
     assert isinstance(screen, TiledFaceDetector) and screen.settings.passes == 5
     assert room.settings.passes > screen.settings.passes  # the most thorough
-    # Legacy spelling: a detector kind in first position.
-    assert runtime.get_detector("full") is webcam
+    assert runtime.get_detector(kind="full") is webcam  # full range is the default kind
 
 
 @pytest.mark.slow
@@ -229,11 +224,11 @@ def test_batching_is_off_by_default_and_on_by_setting(settings, fresh_runtime):
     settings.ENGAGEMENT_CLASSIFIER_PATH = str(TINY_CLASSIFIER)
     settings.ENGAGEMENT_BATCH_MAX_SIZE = 0
     plain = runtime.get_classifier()
-    assert not isinstance(plain, runtime.BatchingClassifier)
+    assert not isinstance(plain, BatchingClassifier)
     settings.ENGAGEMENT_BATCH_MAX_SIZE = 16
     settings.ENGAGEMENT_BATCH_MAX_WAIT_MS = 2.0
     batching = runtime.get_classifier()
-    assert isinstance(batching, runtime.BatchingClassifier)
+    assert isinstance(batching, BatchingClassifier)
     assert (batching.max_batch_size, batching.max_wait_ms) == (16, 2.0)
     assert runtime.get_classifier() is batching
     crops = [np.full((30, 30, 3), v, np.uint8) for v in (0, 120, 255)]
@@ -269,10 +264,10 @@ def test_keras_backend_matches_the_litert_model(settings, fresh_runtime, webcam_
 def test_tiled_detectors_are_cached_per_source_and_share_nothing_with_live_frames(fresh_runtime):
     from inference_worker.detection import SOURCE_SETTINGS, TiledFaceDetector
 
-    live = runtime.get_detector("full")
-    screen = runtime.get_detector("full", source="screen")
-    room = runtime.get_detector("full", source="room")
-    assert runtime.get_detector("full", source="room") is room
+    live = runtime.get_detector(kind="full")
+    screen = runtime.get_detector("screen", kind="full")
+    room = runtime.get_detector("room", kind="full")
+    assert runtime.get_detector("room", kind="full") is room
     assert isinstance(screen, TiledFaceDetector) and screen.detector is live
     assert isinstance(room, TiledFaceDetector) and room.settings == SOURCE_SETTINGS["room"]
     assert room.detector is not live  # built with the room's lower score threshold

@@ -12,9 +12,10 @@ import pytest
 from celery.app.task import Context
 from celery.signals import task_postrun, task_revoked, worker_process_init
 
+import contracts
 from classroom import dispatch, services
 from inference_worker import celery as worker_celery
-from inference_worker import runtime, tasks
+from inference_worker import live, runtime, tasks
 from inference_worker.celery import app
 from inference_worker.pipeline import Detection
 from tests.inference_worker.worker_fakes import FakeClassifier, FakeDetector
@@ -60,11 +61,10 @@ def _jpeg_b64(height: int = 120, width: int = 160) -> str:
 
 def test_task_is_registered_by_name_with_at_most_once_options():
     task = app.tasks[TASK_NAME]
-    assert task.name == tasks.analyze_frame_task.name == tasks.ANALYZE_FRAME_TASK
+    assert task.name == tasks.analyze_frame_task.name == contracts.ANALYZE_FRAME_TASK
     assert task.ignore_result is True
     assert task.max_retries == 0
     assert task.acks_late is False
-    assert "at most once" in task.__doc__.lower()
 
 
 def test_task_records_the_analysis(fakes):
@@ -113,7 +113,7 @@ def test_undecodable_frame_is_logged_without_payload_and_dropped(fakes, caplog, 
     with caplog.at_level(logging.DEBUG, logger="inference_worker"):
         assert tasks.analyze_frame_task(participant_id=5, seq=9, frame_b64=frame_b64) is None
     assert recorded == [] and classifier.calls == []
-    messages = [r for r in caplog.records if r.name == "inference_worker.tasks"]
+    messages = [r for r in caplog.records if r.name == "inference_worker.live"]
     assert len(messages) == 1
     assert "undecodable" in messages[0].getMessage()
     if frame_b64:
@@ -234,14 +234,27 @@ def test_frame_within_the_ttl_is_analysed(fakes, drops, settings):
 
 
 def test_frame_age():
-    assert tasks.frame_age_s(None) is None
-    assert tasks.frame_age_s(1_000_000.0, now_s=1_003.5) == pytest.approx(3.5)
-    assert 0.0 <= tasks.frame_age_s(time.time() * 1000.0) < 1.0
+    assert live.frame_age_s(None) is None
+    assert live.frame_age_s(1_000_000.0, now_s=1_003.5) == pytest.approx(3.5)
+    assert 0.0 <= live.frame_age_s(time.time() * 1000.0) < 1.0
 
 
-def test_worker_and_dispatch_agree_on_the_header_names():
-    assert tasks.PARTICIPANT_HEADER == dispatch.PARTICIPANT_HEADER
-    assert tasks.SEQ_HEADER == dispatch.SEQ_HEADER
+@pytest.mark.django_db
+def test_an_expired_message_is_counted_by_the_headers_that_dispatch_sends(drops, monkeypatch):
+    sent = {}
+
+    class FakeApp:
+        def send_task(self, name, **options):
+            sent.update(options, name=name)
+
+    monkeypatch.setattr(dispatch, "current_app", FakeApp())
+    dispatch.send_analyze_frame(
+        participant_id=9, seq=41, image=b"\xff\xd8", captured_at=None, received_at=0.0
+    )
+    assert tasks.count_expired_frame(
+        sender=app.tasks[sent["name"]], request=Context(sent["headers"]), expired=True
+    )
+    assert drops == [{"participant_id": 9, "seq": 41, "reason": "expired"}]
 
 
 def _revoked_request(**headers) -> Context:

@@ -39,6 +39,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from inference_worker import pipeline, runtime
+from inference_worker.blazeface import DETECTOR_MODELS
 from inference_worker.detection import SOURCES
 from ml.labels import EXPRESSIONS
 
@@ -113,7 +114,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--detector",
-            choices=sorted(runtime.DETECTOR_MODELS),
+            choices=sorted(DETECTOR_MODELS),
             default=None,
             help="BlazeFace model (default: the ENGAGEMENT_DETECTOR setting)",
         )
