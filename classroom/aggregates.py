@@ -4,7 +4,7 @@ No ORM and no I/O: the selectors fetch narrow rows (:class:`FrameRow`, :class:`F
 :class:`BucketRow`) and these functions turn them into the numbers of the dashboard and of the
 report, so the maths is tested without a database.
 
-Two sources feed the timeline and give the same points (issue #4, "scaling"):
+Two sources feed the timeline and give the same points:
 
 * the per-frame rows (:class:`FrameRow`, :class:`FaceRow`), summed into buckets by
   :func:`buckets_from_rows` - the recount, used by tests and consistency checks;
@@ -180,7 +180,7 @@ def live_counts(frames: Iterable[FrameRow], now: datetime, window_s: float) -> t
     Args:
         frames: analysed frames, in any order.
         now: the reference time (aware).
-        window_s: window length, seconds (CONTRACTS.md: 10).
+        window_s: window length, seconds (``choices.LIVE_WINDOW_S``: 10).
 
     Returns:
         ``(faces_now, participants)``, both >= 0.
@@ -382,7 +382,7 @@ def bucket_timeline(
         buckets: per-participant totals (several rows for the same (participant, index) add up).
         start: bucket 0's start (aware), normally the session's ``started_at``.
         end: the last bucket is the one containing ``end`` (aware); ``end < start`` gives ``[]``.
-        bucket_s: bucket width, seconds (> 0; CONTRACTS.md: 5).
+        bucket_s: bucket width, seconds (> 0; ``choices.TIMELINE_BUCKET_S``: 5).
         order: label order of each point's mix, see :func:`mix_from_counts`.
         max_points: keep at most this many latest buckets (>= 1).
 

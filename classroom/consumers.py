@@ -49,7 +49,7 @@ def stream_source(query_string: bytes | str) -> str | None:
 class StudentStreamConsumer(AsyncWebsocketConsumer):
     """``/ws/stream/?source=webcam|screen``: binary frames in, JSON acks and errors out.
 
-    Protocol in CONTRACTS.md. The participant comes from the Django session
+    Wire format: :mod:`contracts.frames` and ``classroom.events``. The participant comes from the Django session
     (``scope["session"]``, key ``services.PARTICIPANT_SESSION_KEY``), never from the client's
     messages, so a socket can only send frames as its own participant. ``source`` says what the
     student streams (``choices.StreamSource``; absent = ``webcam``) and selects the worker's

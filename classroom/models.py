@@ -120,11 +120,6 @@ class ClassSession(models.Model):
     def __str__(self) -> str:
         return f"{self.title} ({self.join_code}, {self.status})"
 
-    @property
-    def is_live(self) -> bool:
-        """Whether the session currently accepts frames."""
-        return self.status == SessionStatus.LIVE
-
     def can_be_managed_by(self, user) -> bool:
         """Whether ``user`` may start, end or watch this session (its teacher, or an admin)."""
         if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
@@ -200,11 +195,6 @@ class FrameResult(models.Model):
 
     def __str__(self) -> str:
         return f"frame {self.seq} of participant {self.participant_id}: {self.face_count} face(s)"
-
-    @property
-    def lag_ms(self) -> float:
-        """Server-side latency from arrival to stored analysis, milliseconds."""
-        return (self.analysed_at - self.received_at).total_seconds() * 1000.0
 
 
 class Track(models.Model):

@@ -212,7 +212,7 @@ def _participant_totals(session: ClassSession) -> dict[str, int]:
 def dashboard_snapshot(
     session: ClassSession, *, now: datetime | None = None, full_timeline: bool = True
 ) -> dict:
-    """The live dashboard payload of a session (the ``session.update`` message, CONTRACTS4.md).
+    """The live dashboard payload of a session (the ``session.update`` message).
 
     Cost: 4 queries (3 for a session never started), none of which reads the whole lesson:
     the participants' counters (one aggregate), the frames and the faces received in the last

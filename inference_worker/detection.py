@@ -130,7 +130,7 @@ SOURCE_SETTINGS: dict[str, TilingSettings] = {
     "screen": TilingSettings(grids=(TileGrid(2, 2),)),
     # A ceiling camera: many small (12-20 px) faces, seen from above: finer tiles at two
     # scales, a lower score threshold, and a second look at every unsure detection (see
-    # TilingSettings.verify_context). Chosen on tests/fixtures/face_boxes.json (issue 4).
+    # TilingSettings.verify_context). Chosen on tests/fixtures/face_boxes.json.
     "room": TilingSettings(
         grids=(TileGrid(4, 4), TileGrid(5, 5)),
         min_tile_side=192,

@@ -7,7 +7,7 @@ nose tip, mouth centre, right ear tragion, left ear tragion (the SUBJECT's right
 frontal face the right eye and right ear appear on the image's left). Coordinates are pixels
 with a top-left origin (x right, y down), or any unit that is the same along x and y.
 
-Conventions (``notes/CONTRACTS4.md``): angles in degrees; yaw 0 = facing the camera, positive =
+Conventions (those of :class:`contracts.FacePayload`): angles in degrees; yaw 0 = facing the camera, positive =
 face turned towards the image's right side (the viewer's right); pitch 0 = facing the camera,
 positive = chin up.
 

@@ -147,7 +147,7 @@ class Face:
     attentive: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The face as the JSON-able dict of the result schema (``notes/CONTRACTS4.md``).
+        """The face as the JSON-able dict of the result schema (:class:`contracts.FacePayload`).
 
         Returns:
             ``{"box": [x, y, w, h], "score": float, "probabilities": [7 floats] | None,
@@ -221,7 +221,7 @@ class FrameAnalysis:
         Returns:
             Exactly ``{"width": int, "height": int, "faces": [face.to_dict(), ...],
             "timings_ms": {"decode", "detect", "crop", "classify", "total"}}`` with plain
-            Python ints/floats/bools/None (schema in ``notes/CONTRACTS4.md``; faces see
+            Python ints/floats/bools/None (schema: :class:`contracts.FrameResultPayload`; faces see
             :meth:`Face.to_dict`).
         """
         return {

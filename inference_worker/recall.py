@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 DEFAULT_IOU: float = 0.4
-"""IoU a detection needs with an annotated box to count as finding it (issue 4). Lower than the
+"""IoU a detection needs with an annotated box to count as finding it. Lower than the
 0.5 of PASCAL VOC because hand-drawn boxes of 15 px faces and BlazeFace's square boxes (which
 include the forehead) disagree by a few pixels, which costs much IoU at that size."""
 

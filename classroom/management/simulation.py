@@ -33,7 +33,7 @@ from django.core.management.base import CommandError
 from classroom.events import CLOSE_FORBIDDEN, CLOSE_SESSION_ENDED
 from contracts import encode_frame
 
-#: The student page scales a webcam frame to at most this width (issue #2) ...
+#: The student page scales a webcam frame to at most this width ...
 MAX_WIDTH_PX = 640
 #: ... and a screen share to at most this width (``views.MAX_WIDTH_SCREEN_PX``).
 MAX_WIDTH_BY_SOURCE = {"webcam": MAX_WIDTH_PX, "screen": 1280}

@@ -40,7 +40,7 @@ DEFAULT_VIEWS: tuple[str, ...] = ("full", "top_right_flip", "bottom_left_flip")
 """The shipped view set: the 3-view subset of the 12 :func:`ml.evaluate.tta_views` with the best
 PublicTest accuracy for the shipped width-0.75 CNN (68.2% -> 69.7% PublicTest; chosen by
 ``python -m ml.evaluate MODEL --select-tta-views 3``, which never reads PrivateTest). Three views
-keep the per-face cost within the 2 ms budget of issue #3 with a dynamic-range-quantized LiteRT
+keep the per-face cost within a 2 ms per-face budget with a dynamic-range-quantized LiteRT
 model."""
 
 

@@ -186,7 +186,7 @@ def test_mean_and_percentile():
         aggregates.percentile([1], 101)
 
 
-# --- issue 4: smoothed mix from counts, attention, lag p95, latest frames, bucket timeline -------
+# --- smoothed mix from counts, attention, lag p95, latest frames, bucket timeline -------
 
 
 def test_mix_from_counts_matches_expression_mix_and_skips_none():

@@ -294,7 +294,7 @@ def test_record_frame_result_stores_numbers_only():
     assert frame.face_count == 2 and (frame.width, frame.height) == (640, 480)
     assert frame.captured_at.timestamp() == pytest.approx(1.7e9)
     assert frame.timings_ms["total"] == 8.2
-    assert 0 <= frame.lag_ms < 5000
+    assert frame.received_at <= frame.analysed_at
     labels = list(frame.faces.order_by("index").values_list("label", flat=True))
     assert labels == ["happy", "sad"]
     face = frame.faces.get(index=0)

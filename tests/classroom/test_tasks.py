@@ -7,6 +7,7 @@ import base64
 import pytest
 from django.db import DatabaseError
 
+import contracts
 from classroom import dispatch, services, tasks
 from classroom.models import SessionReport
 from tests.classroom.factories import (
@@ -19,12 +20,30 @@ from tests.classroom.factories import (
 
 def test_report_task_is_declared_at_least_once():
     task = tasks.build_session_report
-    assert task.name == "classroom.tasks.build_session_report"
+    assert task.name == contracts.BUILD_REPORT_TASK
     assert task.acks_late is True
     assert task.reject_on_worker_lost is True
     assert DatabaseError in task.autoretry_for
     assert task.retry_backoff and task.max_retries >= 3
-    assert "at-least-once" in task.__doc__
+
+
+@pytest.mark.django_db
+def test_report_task_retries_a_database_error_and_then_builds_the_report(monkeypatch):
+    session = ClassSessionFactory()
+    real = services.build_session_report
+    calls = []
+
+    def flaky(session_id):
+        calls.append(session_id)
+        if len(calls) == 1:
+            raise DatabaseError("connection lost")
+        return real(session_id)
+
+    monkeypatch.setattr(services, "build_session_report", flaky)
+    result = tasks.build_session_report.apply(args=[str(session.pk)])  # eager: retries inline
+    assert result.state == "SUCCESS"
+    assert calls == [str(session.pk)] * 2
+    assert result.get() == str(SessionReport.objects.get(session=session).pk)
 
 
 @pytest.mark.django_db
@@ -47,10 +66,16 @@ def test_report_task_is_idempotent():
 
 
 @pytest.mark.django_db
-def test_report_task_for_missing_session_returns_none():
-    assert tasks.build_session_report("00000000-0000-0000-0000-000000000000") is None
-    ClassSessionFactory()
-    assert not SessionReport.objects.exists()
+def test_report_task_for_a_deleted_session_returns_none_and_touches_no_other_report():
+    kept = ClassSessionFactory()
+    tasks.build_session_report(str(kept.pk))
+    before = SessionReport.objects.get(session=kept)
+    gone = ClassSessionFactory()
+    gone_id = str(gone.pk)
+    gone.delete()
+    assert tasks.build_session_report(gone_id) is None
+    after = SessionReport.objects.get()
+    assert (after.pk, after.built_at, after.summary) == (before.pk, before.built_at, before.summary)
 
 
 def test_send_analyze_frame_by_name_hides_payload(settings, celery_app_mock):
@@ -79,8 +104,8 @@ def test_send_analyze_frame_by_name_hides_payload(settings, celery_app_mock):
     }
     # ids only in the headers (an expired message is counted from them, never its payload)
     assert call.kwargs["headers"] == {
-        dispatch.PARTICIPANT_HEADER: 4,
-        dispatch.SEQ_HEADER: 9,
+        contracts.PARTICIPANT_HEADER: 4,
+        contracts.SEQ_HEADER: 9,
     }
     assert call.kwargs["queue"] == "inference"
     assert call.kwargs["expires"] == 7.0

@@ -21,7 +21,7 @@ from django.urls import reverse
 from classroom import services
 from classroom.choices import EXPRESSIONS
 from classroom.models import Participant
-from tests.classroom.factories import TrackFactory, face_row, store_frame
+from tests.classroom.factories import TrackFactory, face_row, frame_message, store_frame
 
 pytestmark = pytest.mark.django_db
 
@@ -311,8 +311,18 @@ def test_join_normalises_code_and_stores_participant_in_session(client, live):
     assert client.session[services.PARTICIPANT_SESSION_KEY] == participant.pk
 
 
-def test_join_a_draft_session_is_allowed(client, draft):
-    assert join(client, draft.join_code).status_code == 302
+def test_join_a_draft_session_waits_for_the_start(client, draft, teacher):
+    """A student may join before the class starts; frames are accepted once it is live."""
+    assert join(client, draft.join_code, name="Ada").status_code == 302
+    participant = Participant.objects.get(session=draft)
+    config = client.get(reverse("classroom:student_config")).json()
+    assert config["participant"]["id"] == participant.pk
+    assert config["session"]["status"] == "draft"
+    with pytest.raises(services.FrameRejected) as rejected:
+        services.accept_frame(participant.pk, frame_message(seq=1))
+    assert rejected.value.code == "session_not_live"
+    services.start_session(draft, by=teacher)
+    assert services.accept_frame(participant.pk, frame_message(seq=2)).seq == 2
 
 
 # --- student page -------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def test_simulate_class_three_students(live_stack, webcam_photo, media_dir):
     assert proc.returncode == 0, (
         f"simulate_class exited {proc.returncode}\n{output}\n{live_stack.logs()}"
     )
-    print(proc.stdout)  # the run, for `pytest -rP` and the issue notes
+    print(proc.stdout)  # the run, for `pytest -rP` and the notes
     summary = _summary(proc.stdout)
 
     assert summary["students"] == STUDENTS, summary

@@ -49,7 +49,7 @@ def run_django_script(script: str, timeout: float = 120):
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-#: Keys of one face in the worker's result dict (CONTRACTS4.md), written out independently of
+#: Keys of one face in the worker's result dict (``contracts.FacePayload``), written out independently of
 #: ``inference_worker.pipeline`` so the tests catch a key added or lost there.
 FACE_KEYS = {
     "box",

@@ -58,7 +58,7 @@ from classroom.management.simulation import (
 #: The default media file, under ``$ENGAGEMENT_SHARED_DIR/media/``: a 2x2 grid of webcam frames.
 DEFAULT_MEDIA = "webcam_posed_expressions_4.jpg"
 DEFAULT_GRID = (2, 2)
-#: A webcam frame as the student page sends it (issue #2: at most 640 px wide, 4:3 cameras).
+#: A webcam frame as the student page sends it (at most 640 px wide, 4:3 cameras).
 WEBCAM_SIZE = (640, 480)
 #: Seconds to wait after the last frame for acks, analyses and the last dashboard update: longer
 #: than the default ENGAGEMENT_FRAME_TTL_S (10 s), so that late frames are analysed or dropped.

@@ -50,7 +50,7 @@ def format_update(update: dict[str, Any], elapsed_s: float) -> str:
     """One line for a ``session.update``: status, faces now, participants, mix, lag.
 
     Args:
-        update: The ``session.update`` payload (CONTRACTS.md).
+        update: The ``session.update`` payload (``selectors.dashboard_snapshot``).
         elapsed_s: Seconds since the simulation started.
 
     Returns:

@@ -1,7 +1,7 @@
 /*
  * Teacher's live board. Renders the snapshot embedded in the page, then applies every
  * "session.update" message pushed over ws(s)://<host>/ws/dashboard/<uuid>/ as soon as it arrives
- * (CONTRACTS4.md, "Dashboard"). A message with full=true carries the whole timeline (sent on
+ * (classroom.selectors.dashboard_snapshot). A message with full=true carries the whole timeline (sent on
  * connect); refreshes carry full=false and only the last 2 points, merged by "t". Shows the
  * smoothed expression mix (absent in attention-only sessions), attention, analysis lag (latest
  * and p95) and dropped frames, in the warning colour when frames are dropped or the lag exceeds

@@ -3,7 +3,7 @@
  * (getDisplayMedia); every frame_interval_s the current video frame is drawn onto a canvas scaled
  * down to at most 640 px wide (webcam) or 1280 px (screen), encoded as JPEG and sent over
  * ws(s)://<host>/ws/stream/?source=webcam|screen (what is streamed; it selects the server's
- * face-detection settings) as one binary message (CONTRACTS.md, "Wire protocol"):
+ * face-detection settings) as one binary message (layout in contracts/frames.py):
  *
  *   bytes 0..3   seq          uint32 big-endian, starts at 1
  *   bytes 4..11  captured_at  float64 big-endian, ms since the Unix epoch (this clock)
