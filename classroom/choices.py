@@ -9,8 +9,6 @@ from django.db import models
 import contracts
 from contracts import EXPRESSIONS
 
-__all__ = ["EXPRESSIONS"]  # re-exported: the app's code reads the labels from here
-
 #: ``(value, label)`` choices of the expression fields, FER2013 order.
 EXPRESSION_CHOICES: list[tuple[str, str]] = [(label, label.capitalize()) for label in EXPRESSIONS]
 

@@ -78,12 +78,6 @@ def remember_loop(loop: asyncio.AbstractEventLoop | None = None) -> None:
     _server_loop = loop or asyncio.get_running_loop()
 
 
-def forget_loop() -> None:
-    """Forget the recorded loop (tests)."""
-    global _server_loop
-    _server_loop = None
-
-
 def _log_failure(future: Future | asyncio.Future) -> None:
     if future.cancelled():
         return

@@ -179,26 +179,6 @@ def _session_timeline(session: ClassSession, now: datetime, *, full: bool = True
     return points[-_TAIL_POINTS:]
 
 
-def timeline_recount(session: ClassSession, *, now: datetime | None = None) -> list[dict]:
-    """The session timeline recounted from every frame and face row (not from the buckets).
-
-    For tests and consistency checks: on consistent data it equals the ``timeline`` of
-    :func:`dashboard_snapshot` and :func:`session_report`, which read ``TimelineBucket``.
-    Reads the whole session (two queries); ``[]`` if never started.
-    """
-    now = now or timezone.now()
-    if session.started_at is None:
-        return []
-    return aggregates.timeline(
-        _frame_rows(session),
-        _face_rows(session),
-        session.started_at,
-        _timeline_end(session, now),
-        TIMELINE_BUCKET_S,
-        EXPRESSIONS if expressions_on(session) else (),
-    )
-
-
 def _participant_totals(session: ClassSession) -> dict[str, int]:
     totals = Participant.objects.filter(session_id=session.pk).aggregate(
         frames_received=Coalesce(Sum("frames_received"), 0),

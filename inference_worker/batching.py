@@ -1,9 +1,9 @@
 """Classifying the faces of concurrently analysed frames in shared batches (thread-pool workers).
 
-Classifier back end (``ENGAGEMENT_CLASSIFIER_BACKEND``, see :mod:`inference_worker.runtime`): ``litert`` (default) runs the shipped
-``.tflite`` with LiteRT on the CPU; ``keras`` runs the ``.keras`` model with TensorFlow through
-one traced ``tf.function`` (:class:`ml.inference.ExpressionClassifier`; never ``model.predict``
-per frame), for GPU workers. Batching ACROSS frames (:class:`BatchingClassifier`) is for workers
+Classifier back end (``ENGAGEMENT_CLASSIFIER_BACKEND``, chosen in :mod:`inference_worker.runtime`):
+``litert`` (default) runs the shipped ``.tflite`` with LiteRT on the CPU; ``keras`` runs the
+``.keras`` model with TensorFlow through one traced ``tf.function``
+(:class:`ml.inference.ExpressionClassifier`; never ``model.predict`` per frame), for GPU workers. Batching ACROSS frames (:class:`BatchingClassifier`) is for workers
 that analyse several frames at once, i.e. a thread pool; a GPU worker is started as::
 
     ENGAGEMENT_CLASSIFIER_BACKEND=keras ENGAGEMENT_BATCH_MAX_SIZE=64 \

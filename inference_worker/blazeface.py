@@ -1,6 +1,6 @@
 """MediaPipe BlazeFace face detection: the shipped model files and the Tasks API detector.
 
-Face detector: MediaPipe BlazeFace through the MediaPipe Tasks API
+MediaPipe BlazeFace runs through the MediaPipe Tasks API
 (``mediapipe.tasks.python.vision.FaceDetector``), from the model files shipped in
 ``inference_worker/models/`` (see ``SOURCE.md`` there; nothing is downloaded). Checked with
 mediapipe 1.2.2: the Tasks ``FaceDetector`` accepts BOTH files; it reads the input size

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
+from contracts import FacePayload
 from inference_worker.headpose import estimate_head_pose
 from ml.labels import EXPRESSIONS
 
@@ -146,6 +147,10 @@ class Face:
     pitch_deg: float | None = None
     attentive: bool | None = None
 
+    def to_payload(self) -> FacePayload:
+        """The face as the contract's :class:`contracts.FacePayload` (``keypoints`` left out)."""
+        return FacePayload(**{f.name: getattr(self, f.name) for f in fields(FacePayload)})
+
     def to_dict(self) -> dict[str, Any]:
         """The face as the JSON-able dict of the result schema (:class:`contracts.FacePayload`).
 
@@ -154,16 +159,7 @@ class Face:
             "label": str | None, "confidence": float | None, "yaw_deg": float | None,
             "pitch_deg": float | None, "attentive": bool | None}``.
         """
-        return {
-            "box": list(self.box),
-            "score": self.score,
-            "probabilities": None if self.probabilities is None else list(self.probabilities),
-            "label": self.label,
-            "confidence": self.confidence,
-            "yaw_deg": self.yaw_deg,
-            "pitch_deg": self.pitch_deg,
-            "attentive": self.attentive,
-        }
+        return self.to_payload().to_dict()
 
 
 @dataclass(frozen=True, slots=True)

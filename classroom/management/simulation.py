@@ -10,6 +10,10 @@ page's webcam mode. A teacher connection logs in through the login form, creates
 ends sessions through the board's forms, and listens on ``/ws/dashboard/<uuid>/``.
 
 Frames are prepared in memory from real media (OpenCV) and never written anywhere.
+
+Why one module of about 600 lines: it is one job, a scripted browser (the student client, the
+teacher client, frame preparation) that the two commands share; its parts only make sense
+together and are tested together (``tests/classroom/test_simulate_class.py``).
 """
 
 from __future__ import annotations

@@ -69,11 +69,6 @@ class FrameRateLimiter:
         with self._lock:
             self._buckets.pop(key, None)
 
-    def reset(self) -> None:
-        """Drop every bucket (tests)."""
-        with self._lock:
-            self._buckets.clear()
-
 
 #: The process-wide limiter used by ``intake.accept_frame``.
 frame_rate_limiter = FrameRateLimiter()

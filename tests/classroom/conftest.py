@@ -20,12 +20,10 @@ def _in_memory_channel_layer(settings):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_realtime_state():
-    services.frame_rate_limiter.reset()
-    realtime.forget_loop()
-    yield
-    services.frame_rate_limiter.reset()
-    realtime.forget_loop()
+def _fresh_realtime_state(monkeypatch):
+    """A fresh frame rate limiter and no remembered server loop, restored after the test."""
+    monkeypatch.setattr(services.frame_rate_limiter, "_buckets", {})
+    monkeypatch.setattr(realtime, "_server_loop", None)
 
 
 @pytest.fixture(autouse=True)

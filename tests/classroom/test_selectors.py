@@ -25,6 +25,7 @@ from tests.classroom.factories import (
     face_row,
     store_frame,
 )
+from tests.classroom.recount import timeline_recount
 
 pytestmark = pytest.mark.django_db
 
@@ -176,7 +177,7 @@ def test_bucket_timeline_equals_the_row_recount():
             ]
             when = session.started_at + timedelta(seconds=rng.uniform(0, 57))
             store_frame(p, seq, faces, received_at=when)
-    recount = selectors.timeline_recount(session, now=now)
+    recount = timeline_recount(session, now=now)
     assert len(recount) == 12
     assert any(point["attention"] is not None for point in recount)
     assert selectors.dashboard_snapshot(session, now=now)["timeline"] == recount

@@ -27,7 +27,7 @@ def test_report_task_is_declared_at_least_once():
     assert task.retry_backoff and task.max_retries >= 3
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the task's postrun recycles the connection
 def test_report_task_retries_a_database_error_and_then_builds_the_report(monkeypatch):
     session = ClassSessionFactory()
     real = services.build_session_report
