@@ -20,6 +20,8 @@ from contracts import (
     INFERENCE_QUEUE,
     PARTICIPANT_HEADER,
     SEQ_HEADER,
+    AnalysisMode,
+    StreamSource,
 )
 
 logger = logging.getLogger(__name__)
@@ -32,8 +34,8 @@ def send_analyze_frame(
     image: bytes,
     captured_at: float | None,
     received_at: float,
-    source: str = "webcam",
-    analysis: str = "expression",
+    source: str = StreamSource.WEBCAM,
+    analysis: str = AnalysisMode.EXPRESSION,
 ) -> None:
     """Queue one frame for analysis (at-most-once: short expiry, no retry).
 

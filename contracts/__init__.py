@@ -20,7 +20,7 @@ from contracts.frames import (
     parse_frame_header,
     peek_seq,
 )
-from contracts.labels import EXPRESSIONS, NUM_EXPRESSIONS
+from contracts.labels import EXPRESSIONS
 from contracts.names import (
     ANALYZE_FRAME_TASK,
     BUILD_REPORT_TASK,
@@ -44,7 +44,6 @@ __all__ = [
     "FRAME_HEADER",
     "FRAME_HEADER_SIZE",
     "INFERENCE_QUEUE",
-    "NUM_EXPRESSIONS",
     "PARTICIPANT_HEADER",
     "QUEUES",
     "SEQ_HEADER",

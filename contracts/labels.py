@@ -7,6 +7,3 @@ probability vector in the project (classifier outputs, stored rows, exports) is 
 
 EXPRESSIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 """Expression names indexed by FER2013 label id (0..6)."""
-
-NUM_EXPRESSIONS: int = len(EXPRESSIONS)
-"""Number of expression classes (7)."""

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from contracts import StreamSource
 from inference_worker.pipeline import Detection, FaceDetector
 
 __all__ = [
@@ -117,10 +118,11 @@ class TilingSettings:
         return int(self.whole_frame) + sum(g.cols * g.rows for g in self.grids)
 
 
-SOURCES: tuple[str, ...] = ("webcam", "screen", "room")
-"""Known sources, from fastest to most thorough."""
+SOURCES: tuple[str, ...] = (*(source.value for source in StreamSource), "room")
+"""Known sources, from fastest to most thorough: the live ones (``contracts.StreamSource``:
+webcam, screen) and ``room``, for files and classroom cameras (``analyze_media``, ``recall``)."""
 
-DEFAULT_SOURCE: str = "webcam"
+DEFAULT_SOURCE: str = StreamSource.WEBCAM.value
 """Live frames come from one student's webcam: one whole-frame pass (~5 ms)."""
 
 SOURCE_SETTINGS: dict[str, TilingSettings] = {

@@ -30,11 +30,13 @@ from typing import Any
 from django.db import close_old_connections
 
 from classroom import services
-from contracts import PARTICIPANT_HEADER, SEQ_HEADER, AnalysisMode
+from contracts import PARTICIPANT_HEADER, SEQ_HEADER, AnalysisMode, StreamSource
 from inference_worker import pipeline, runtime
 from inference_worker.config import setting
 
 logger = logging.getLogger(__name__)
+
+_ANALYSIS_MODES = frozenset(mode.value for mode in AnalysisMode)
 
 
 def frame_age_s(received_at: float | None, *, now_s: float | None = None) -> float | None:
@@ -59,7 +61,7 @@ def analyze_live_frame(
     frame_b64: str,
     captured_at: float | None = None,
     received_at: float | None = None,
-    source: str = "webcam",
+    source: str = StreamSource.WEBCAM,
     analysis: str = AnalysisMode.EXPRESSION,
 ) -> Any:
     """Analyse one live frame and record the result, or count it as dropped when stale.
@@ -91,7 +93,7 @@ def analyze_live_frame(
         )
         services.record_frame_dropped(participant_id=participant_id, seq=seq, reason="stale")
         return None
-    if analysis not in set(AnalysisMode):
+    if analysis not in _ANALYSIS_MODES:
         logger.warning(
             "frame not analysed (participant %s, seq %s): unknown analysis mode %r",
             participant_id,

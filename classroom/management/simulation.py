@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from django.core.management.base import CommandError
 
 from classroom.events import CLOSE_FORBIDDEN, CLOSE_SESSION_ENDED
-from contracts import encode_frame
+from contracts import StreamSource, encode_frame
 
 #: The student page scales a webcam frame to at most this width ...
 MAX_WIDTH_PX = 640
@@ -397,8 +397,8 @@ class SimulatedStudent:
         await self.client.aclose()
 
 
-#: What a simulated student streams (``choices.StreamSource``), as the ``?source=`` of the socket.
-SOURCES = ("webcam", "screen")
+#: What a simulated student streams (``contracts.StreamSource``), as the ``?source=`` of the socket.
+SOURCES: tuple[str, ...] = tuple(source.value for source in StreamSource)
 
 
 def add_client_arguments(parser) -> None:

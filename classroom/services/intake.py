@@ -71,7 +71,9 @@ def _validate_frame(
     return header, image
 
 
-def accept_frame(participant_id: int, data: bytes, *, source: str = "webcam") -> FrameAccepted:
+def accept_frame(
+    participant_id: int, data: bytes, *, source: str = StreamSource.WEBCAM
+) -> FrameAccepted:
     """Validate one binary frame message and queue it for analysis.
 
     Checks, in order: the participant exists, its session is live, consent was given, the rate

@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 
 from django.core.management.base import BaseCommand, CommandError
 
-from classroom.choices import MAX_FRAME_INTERVAL_S, MIN_FRAME_INTERVAL_S
+from classroom.choices import MAX_FRAME_INTERVAL_S, MIN_FRAME_INTERVAL_S, AnalysisMode
 from classroom.management.simulation import (
     MAX_FRAMES_PER_FILE,
     MAX_WIDTH_BY_SOURCE,
@@ -338,8 +338,8 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--analysis",
-            choices=("expression", "attention"),
-            default="expression",
+            choices=AnalysisMode.values,
+            default=AnalysisMode.EXPRESSION.value,
             help="the session's analysis mode (default expression)",
         )
         parser.add_argument(

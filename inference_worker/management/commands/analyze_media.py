@@ -38,6 +38,7 @@ import numpy as np
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from contracts import AnalysisMode
 from inference_worker import pipeline, runtime
 from inference_worker.blazeface import DETECTOR_MODELS
 from inference_worker.detection import SOURCES
@@ -49,7 +50,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".
 DEFAULT_MEDIA_SOURCE = "room"
 """Detection settings for files: the most thorough (files are not live; recall matters more)."""
 
-ANALYSES = ("expression", "attention")
+ANALYSES: tuple[str, ...] = tuple(mode.value for mode in AnalysisMode)
 """``--analysis`` values, as the sessions' analysis modes: attention = the classifier is not run."""
 
 DEFAULT_FPS = 2.0
