@@ -17,6 +17,12 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# albumentations (the ml extra) pulls opencv-python-headless, whose cv2/ folder overwrites the
+	@# one of mediapipe's opencv-contrib-python (OpenCV 5 keeps CascadeClassifier in contrib):
+	@# reinstall the contrib build last, at its resolved version, so cv2 is the full one.
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall \
+		"opencv-contrib-python==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opencv-contrib-python"))')"
+	$(BIN)/python -c "import cv2; cv2.CascadeClassifier" || { echo "cv2 lacks CascadeClassifier: reinstall opencv-contrib-python"; exit 1; }
 	touch $@
 
 node_modules/.package-lock.json: package.json package-lock.json

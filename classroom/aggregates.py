@@ -54,13 +54,16 @@ class FaceRow(NamedTuple):
     ``label`` is whichever label the caller aggregates (the board uses the smoothed one) and
     ``None`` when no expression was computed (attention-only sessions); ``attentive`` is ``None``
     when no head pose was estimated. ``participant_id`` is only needed by
-    :func:`buckets_from_rows`.
+    :func:`buckets_from_rows`. ``quality_issue`` is why the face-quality gate did not read the
+    face's expression (``"too_small"``, ``"turned_away"``, ``"blurred"``), ``None`` when it
+    was read (see :func:`expression_coverage`).
     """
 
     received_at: datetime
     label: str | None
     attentive: bool | None = None
     participant_id: int | None = None
+    quality_issue: str | None = None
 
 
 class BucketRow(NamedTuple):
@@ -118,6 +121,37 @@ def expression_mix(labels: Iterable[str | None], order: Sequence[str] = ()) -> d
         See :func:`mix_from_counts`; ``{}`` when there is no labelled face.
     """
     return mix_from_counts(Counter(labels), order)
+
+
+def expression_coverage(issues: Iterable[str | None], kinds: Sequence[str]) -> dict:
+    """How many faces had their expression read, and why the others did not.
+
+    Args:
+        issues: one entry per face: ``None`` when its expression was read (or when no gate
+            ran), else its face-quality issue.
+        kinds: every issue name, in display order (``contracts.QUALITY_ISSUES``); each is listed
+            even when 0.
+
+    Returns:
+        ``{"faces": M, "read": N, "not_read": {issue: count}}`` with ``N + sum(not_read) == M``;
+        an issue outside ``kinds`` is counted under its own name.
+    """
+    counts = Counter(issues)
+    faces = sum(counts.values())
+    not_read = {kind: counts.get(kind, 0) for kind in kinds}
+    for kind, n in counts.items():
+        if kind is not None and kind not in not_read:
+            not_read[kind] = n
+    return {"faces": faces, "read": counts.get(None, 0), "not_read": not_read}
+
+
+def window_coverage(
+    faces: Iterable[FaceRow], now: datetime, window_s: float, kinds: Sequence[str]
+) -> dict:
+    """:func:`expression_coverage` of the faces received in the last ``window_s`` seconds."""
+    return expression_coverage(
+        (face.quality_issue for face in faces if in_window(face.received_at, now, window_s)), kinds
+    )
 
 
 def attention_share(attentive_faces: int, pose_faces: int) -> float | None:

@@ -23,6 +23,8 @@ from classroom.choices import (
     JOIN_CODE_LENGTH,
     MAX_FRAME_INTERVAL_S,
     MIN_FRAME_INTERVAL_S,
+    QUALITY_ISSUE_CHOICES,
+    QUALITY_ISSUES,
     TITLE_MAX_LENGTH,
     AnalysisMode,
     SessionStatus,
@@ -219,6 +221,11 @@ class Track(models.Model):
     smoothed_probabilities = models.JSONField(
         null=True, blank=True, help_text="EMA of the 7 probabilities, FER2013 order."
     )
+    smoothed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Arrival time of the newest frame that moved the smoothed probabilities.",
+    )
 
     class Meta:
         ordering = ["participant", "number"]
@@ -237,7 +244,10 @@ class FaceObservation(models.Model):
 
     ``probabilities``/``label``/``confidence`` are the classifier's raw output for this frame;
     ``smoothed_*`` are the track's moving average after this frame (what the board shows). All
-    expression fields are ``None`` in attention-only sessions.
+    expression fields are ``None`` in attention-only sessions, and for faces the face-quality
+    gate did not assess (``assessed`` false, ``quality_issue`` says why: too small, turned
+    away, blurred); such faces still count for faces, attention and tracks. ``assessed`` is
+    ``None`` for rows recorded without a gate.
     """
 
     frame = models.ForeignKey(FrameResult, on_delete=models.CASCADE, related_name="faces")
@@ -278,6 +288,18 @@ class FaceObservation(models.Model):
     attentive = models.BooleanField(
         null=True, blank=True, help_text="Facing the screen (head pose within the limits)."
     )
+    assessed = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="Passed the face-quality gate (big, frontal, sharp enough to read).",
+    )
+    quality_issue = models.CharField(  # noqa: DJ001 - NULL = assessed, tested with assessed
+        max_length=16,
+        choices=QUALITY_ISSUE_CHOICES,
+        null=True,
+        blank=True,
+        help_text="Why the expression was not read (face-quality gate).",
+    )
 
     class Meta:
         ordering = ["frame", "index"]
@@ -309,9 +331,18 @@ class FaceObservation(models.Model):
                 condition=Q(smoothed_label__isnull=True) | Q(smoothed_label__in=list(EXPRESSIONS)),
                 name="classroom_face_smoothed_label_valid",
             ),
+            models.CheckConstraint(
+                condition=Q(assessed=False, quality_issue__in=list(QUALITY_ISSUES))
+                & Q(label__isnull=True, smoothed_label__isnull=True)
+                | Q(assessed__isnull=True, quality_issue__isnull=True)
+                | Q(assessed=True, quality_issue__isnull=True),
+                name="classroom_face_unassessed_has_issue_and_no_expression",
+            ),
         ]
 
     def __str__(self) -> str:
+        if self.assessed is False:
+            return f"face {self.index} of frame {self.frame_id}: not read ({self.quality_issue})"
         if self.label is None:  # attention-only session
             return f"face {self.index} of frame {self.frame_id}: no expression"
         return f"face {self.index} of frame {self.frame_id}: {self.label} ({self.confidence:.2f})"

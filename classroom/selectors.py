@@ -20,7 +20,13 @@ from django.utils import timezone
 
 from classroom import aggregates
 from classroom.aggregates import BucketRow, FaceRow, FrameRow
-from classroom.choices import EXPRESSIONS, LIVE_WINDOW_S, TIMELINE_BUCKET_S, AnalysisMode
+from classroom.choices import (
+    EXPRESSIONS,
+    LIVE_WINDOW_S,
+    QUALITY_ISSUES,
+    TIMELINE_BUCKET_S,
+    AnalysisMode,
+)
 from classroom.models import (
     ClassSession,
     FaceObservation,
@@ -112,8 +118,8 @@ def _face_rows(
 ) -> list[FaceRow]:
     """Faces of the session (or of frames received in ``(since, until]``), one query.
 
-    ``FaceRow.label`` is the SMOOTHED label (what the board shows); it is not even read in
-    attention-only sessions (always ``None``).
+    ``FaceRow.label`` is the SMOOTHED label (what the board shows); it and the face-quality
+    issue are not even read in attention-only sessions (always ``None``).
     """
     qs = FaceObservation.objects.filter(frame__participant__session_id=session.pk)
     if since is not None:
@@ -121,7 +127,11 @@ def _face_rows(
     qs = qs.order_by()
     if expressions_on(session):
         rows = qs.values_list(
-            "frame__received_at", "smoothed_label", "attentive", "frame__participant_id"
+            "frame__received_at",
+            "smoothed_label",
+            "attentive",
+            "frame__participant_id",
+            "quality_issue",
         )
         return [FaceRow(*row) for row in rows]
     rows = qs.values_list("frame__received_at", "attentive", "frame__participant_id")
@@ -214,6 +224,9 @@ def dashboard_snapshot(
         totals (``Participant`` counters),
         "mix": {label: share 0..1} of the SMOOTHED labels of the faces of the last 10 s, in
         FER2013 order (``{}`` when no face, and always in attention-only sessions),
+        "coverage": ``aggregates.expression_coverage`` of the last 10 s's faces: ``{"faces",
+        "read", "not_read": {issue: count}}`` for every issue of ``contracts.QUALITY_ISSUES``
+        (``None`` in attention-only sessions); the mix is over the ``read`` faces only,
         "attention": share 0..1 of the last 10 s's faces with a head pose that face the
         screen, or ``None`` when none has a pose,
         "lag_ms": arrival-to-analysis latency of the latest analysed frame of the last 10 s,
@@ -242,6 +255,9 @@ def dashboard_snapshot(
         "participants": participants_now,
         **totals,
         "mix": aggregates.window_mix(faces, now, LIVE_WINDOW_S, EXPRESSIONS) if expressions else {},
+        "coverage": aggregates.window_coverage(faces, now, LIVE_WINDOW_S, QUALITY_ISSUES)
+        if expressions
+        else None,
         "attention": aggregates.window_attention(faces, now, LIVE_WINDOW_S),
         "lag_ms": aggregates.latest_lag_ms(frames),
         "lag_p95_ms": aggregates.lag_percentile_ms(frames, 95),
@@ -288,13 +304,19 @@ class _ReportFace(NamedTuple):
     smoothed_label: str | None
     attentive: bool | None
     track_id: int | None
+    quality_issue: str | None = None
 
 
 def _report_faces(session: ClassSession) -> list[_ReportFace]:
     qs = FaceObservation.objects.filter(frame__participant__session_id=session.pk).order_by()
     if expressions_on(session):
         rows = qs.values_list(
-            "frame__participant_id", "label", "smoothed_label", "attentive", "track_id"
+            "frame__participant_id",
+            "label",
+            "smoothed_label",
+            "attentive",
+            "track_id",
+            "quality_issue",
         )
         return [_ReportFace(*row) for row in rows]
     rows = qs.values_list("frame__participant_id", "attentive", "track_id")
@@ -331,6 +353,8 @@ def session_report(session: ClassSession, *, now: datetime | None = None) -> dic
         "frames_dropped", "faces", "faces_per_frame" (float | None), "tracks"},
         "mix": {label: share 0..1} of the SMOOTHED labels of every face (``{}`` when none),
         "mix_raw": the same for the classifier's raw labels,
+        "coverage": ``aggregates.expression_coverage`` of every face (faces whose expression
+        was read, and why the others were not; ``None`` in attention-only sessions),
         "attention": share 0..1 of faces with a head pose that face the screen, or None,
         "timeline": as in :func:`dashboard_snapshot` (whole session),
         "lag_ms": {"mean", "p50", "p95", "max"} arrival-to-analysis latency (None when empty),
@@ -410,6 +434,11 @@ def session_report(session: ClassSession, *, now: datetime | None = None) -> dic
         },
         "mix": summary["mix"],
         "mix_raw": summary["mix_raw"],
+        "coverage": aggregates.expression_coverage(
+            (face.quality_issue for face in faces), QUALITY_ISSUES
+        )
+        if order
+        else None,
         "attention": summary["attention"],
         "timeline": _session_timeline(session, now),
         "lag_ms": _lag_stats(frames),
@@ -432,6 +461,8 @@ _FACE_EXPORT_FIELDS: tuple[tuple[str, str], ...] = (
     ("yaw_deg", "yaw_deg"),
     ("pitch_deg", "pitch_deg"),
     ("attentive", "attentive"),
+    ("assessed", "assessed"),
+    ("quality_issue", "quality_issue"),
 )
 #: Columns of the per-face export (CSV ``table=faces``), every session.
 FACE_EXPORT_COLUMNS: tuple[str, ...] = tuple(column for column, _ in _FACE_EXPORT_FIELDS)
@@ -456,7 +487,10 @@ def face_export(session: ClassSession) -> tuple[list[str], Iterator[list]]:
         lazily yields lists in that order, by frame arrival then face index (one streamed
         query). ``received_at`` is ISO 8601; ``track`` is the anonymous track number within the
         participant (``None`` if untracked); ``yaw_deg``/``pitch_deg`` in degrees;
-        ``attentive`` bool or ``None``; ``label``/``smoothed_label`` FER2013 names;
+        ``attentive`` bool or ``None``; ``assessed`` whether the face-quality gate let the
+        expression be read (``None``: recorded without a gate) and ``quality_issue`` why not
+        (``too_small``, ``turned_away``, ``blurred`` or empty); ``label``/``smoothed_label``
+        FER2013 names (empty for faces not read);
         ``confidence`` the raw probability of ``label`` and ``smoothed_confidence`` the smoothed
         probability of ``smoothed_label`` (0..1).
     """

@@ -103,8 +103,11 @@ class TrackState:
             seconds (any epoch, the same for every call).
         last_seq: seq of the newest matched frame.
         hits: frames matched to the track.
-        smoothed: EMA of the probabilities at ``last_seen_s``, or ``None`` when no frame of the
+        smoothed: EMA of the probabilities at ``smoothed_s``, or ``None`` when no frame of the
             track had probabilities yet.
+        smoothed_s: arrival time of the newest frame that moved ``smoothed``, seconds; ``None``
+            means ``last_seen_s``. It lags ``last_seen_s`` after frames whose face was seen but
+            not read (the face-quality gate), so the next EMA step spans the whole gap.
     """
 
     number: int
@@ -114,6 +117,7 @@ class TrackState:
     last_seq: int
     hits: int = 1
     smoothed: tuple[float, ...] | None = None
+    smoothed_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -330,6 +334,7 @@ def step(
                 last_seq=seq,
                 hits=1,
                 smoothed=smoothed,
+                smoothed_s=None if smoothed is None else now_s,
             )
             updated[number] = state
             assignments.append(Assignment(number, created=True, late=False, smoothed=smoothed))
@@ -338,21 +343,26 @@ def step(
         track = live[index]
         if now_s < track.last_seen_s:
             # Late frame: keep the newer state; fill it only if it has none yet.
-            state_smoothed = track.smoothed
+            state_smoothed, smoothed_s = track.smoothed, track.smoothed_s
             if state_smoothed is None and raw is not None:
-                state_smoothed = tuple(float(v) for v in raw)
+                state_smoothed, smoothed_s = tuple(float(v) for v in raw), now_s
             state = replace(
                 track,
                 first_seen_s=min(track.first_seen_s, now_s),
                 hits=track.hits + 1,
                 smoothed=state_smoothed,
+                smoothed_s=smoothed_s,
             )
             stored = state_smoothed if raw is not None else None
             assignments.append(Assignment(track.number, created=False, late=True, smoothed=stored))
         else:
             state_smoothed = track.smoothed
+            smoothed_s = track.last_seen_s if track.smoothed_s is None else track.smoothed_s
             if raw is not None:
-                state_smoothed = ema_update(track.smoothed, raw, now_s - track.last_seen_s, tau_s)
+                state_smoothed = ema_update(
+                    track.smoothed, raw, max(0.0, now_s - smoothed_s), tau_s
+                )
+                smoothed_s = now_s
             state = replace(
                 track,
                 box=detection.box,
@@ -360,6 +370,7 @@ def step(
                 last_seq=seq,
                 hits=track.hits + 1,
                 smoothed=state_smoothed,
+                smoothed_s=None if state_smoothed is None else smoothed_s,
             )
             stored = state_smoothed if raw is not None else None
             assignments.append(Assignment(track.number, created=False, late=False, smoothed=stored))

@@ -6,7 +6,7 @@ can depend on it without pulling in Django, Celery, TensorFlow or MediaPipe.
 
 * :mod:`contracts.labels`: the 7 expression labels in FER2013 order.
 * :mod:`contracts.names`: task, queue and message-header names, stream sources, analysis
-  modes and drop reasons.
+  modes, drop reasons and face-quality issues.
 * :mod:`contracts.frames`: the binary frame message of ``/ws/stream/`` (header layout).
 * :mod:`contracts.results`: :class:`FrameResultPayload`, the typed result of one analysed
   frame that the worker hands to ``classroom.services.record_frame_result``.
@@ -28,6 +28,7 @@ from contracts.names import (
     FRAME_DROP_REASONS,
     INFERENCE_QUEUE,
     PARTICIPANT_HEADER,
+    QUALITY_ISSUES,
     QUEUES,
     SEQ_HEADER,
     AnalysisMode,
@@ -45,6 +46,7 @@ __all__ = [
     "FRAME_HEADER_SIZE",
     "INFERENCE_QUEUE",
     "PARTICIPANT_HEADER",
+    "QUALITY_ISSUES",
     "QUEUES",
     "SEQ_HEADER",
     "AnalysisMode",

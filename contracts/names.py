@@ -55,3 +55,9 @@ class AnalysisMode(StrEnum):
 FRAME_DROP_REASONS: tuple[str, ...] = ("expired", "stale")
 """Why an accepted frame was never analysed: it expired in the broker queue (Celery discarded
 it), or a worker found it older than ``ENGAGEMENT_FRAME_TTL_S`` when it reached it."""
+
+QUALITY_ISSUES: tuple[str, ...] = ("too_small", "turned_away", "too_dark", "blurred")
+"""Why a detected face's expression was not read (the face-quality gate,
+``inference_worker.quality``), in the order the gate checks them: its box is too small, the head
+is turned too far from the camera, the crop is too dark (noise as strong as the contrast), or
+it is too blurred."""

@@ -16,11 +16,15 @@ The dict form (JSON-able, plain Python types)::
         "confidence": float 0..1 | None,
         "yaw_deg": float in [-180, 180] | None,
         "pitch_deg": float in [-90, 90] | None,
-        "attentive": bool | None}, ...],
+        "attentive": bool | None,
+        "assessed": bool | None,        # passed the face-quality gate (None: not checked)
+        "quality_issue": str | None}, ...],   # why not, one of QUALITY_ISSUES
      "timings_ms": {stage: float ms, ...}}
 
 ``probabilities``, ``label`` and ``confidence`` are all given or all ``None`` (a face analysed
-without the classifier: attention-only sessions). Missing face keys read as ``None``.
+without the classifier: attention-only sessions). A face with ``assessed`` false has a
+``quality_issue`` and no expression; one with ``assessed`` true or ``None`` has no
+``quality_issue``. Missing face keys read as ``None``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.labels import EXPRESSIONS
+from contracts.names import QUALITY_ISSUES
 
 #: Largest |yaw| and |pitch| accepted, degrees.
 MAX_YAW_DEG = 180.0
@@ -75,6 +80,10 @@ class FacePayload:
         yaw_deg: head yaw in ``[-180, 180]`` degrees, or ``None``.
         pitch_deg: head pitch in ``[-90, 90]`` degrees, or ``None``.
         attentive: facing the screen, or ``None`` without a head pose.
+        assessed: passed the face-quality gate; ``False`` means no expression was computed
+            (``quality_issue`` says why); ``None`` when the gate was not run.
+        quality_issue: one of :data:`~contracts.names.QUALITY_ISSUES` when ``assessed`` is
+            false, else ``None``.
     """
 
     box: tuple[float, float, float, float]
@@ -85,6 +94,8 @@ class FacePayload:
     yaw_deg: float | None = None
     pitch_deg: float | None = None
     attentive: bool | None = None
+    assessed: bool | None = None
+    quality_issue: str | None = None
 
     @property
     def has_expression(self) -> bool:
@@ -115,9 +126,19 @@ class FacePayload:
         attentive = face.get("attentive")
         if attentive is not None and not isinstance(attentive, bool):
             raise ContractError("face attentive must be true, false or null")
+        assessed = face.get("assessed")
+        if assessed is not None and not isinstance(assessed, bool):
+            raise ContractError("face assessed must be true, false or null")
+        issue = face.get("quality_issue")
+        if assessed is False and issue not in QUALITY_ISSUES:
+            raise ContractError(f"an unassessed face needs a quality_issue in {QUALITY_ISSUES}")
+        if assessed is not False and issue is not None:
+            raise ContractError("quality_issue is only for faces with assessed false")
         label, confidence, probabilities = (
             _expression(face) if with_expression else (None, None, None)
         )
+        if assessed is False and label is not None:
+            raise ContractError("an unassessed face carries no expression")
         return cls(
             box=(x0, y0, x1 - x0, y1 - y0),
             score=None if score is None else _unit(_finite(score, "score")),
@@ -127,6 +148,8 @@ class FacePayload:
             yaw_deg=_angle(face.get("yaw_deg"), "yaw_deg", MAX_YAW_DEG),
             pitch_deg=_angle(face.get("pitch_deg"), "pitch_deg", MAX_PITCH_DEG),
             attentive=attentive,
+            assessed=assessed,
+            quality_issue=issue,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,6 +163,8 @@ class FacePayload:
             "yaw_deg": self.yaw_deg,
             "pitch_deg": self.pitch_deg,
             "attentive": self.attentive,
+            "assessed": self.assessed,
+            "quality_issue": self.quality_issue,
         }
 
 

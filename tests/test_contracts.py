@@ -86,6 +86,11 @@ def test_timings_are_rounded_and_missing_face_keys_read_as_none():
         (_result(_face(yaw_deg=181.0)), "yaw_deg must be in"),
         (_result(_face(pitch_deg=-91.0)), "pitch_deg must be in"),
         (_result(_face(attentive="yes")), "attentive must be"),
+        (_result(_face(assessed="no")), "assessed must be"),
+        (_result(_face(assessed=False)), "needs a quality_issue"),
+        (_result(_face(assessed=False, quality_issue="dark")), "needs a quality_issue"),
+        (_result(_face(assessed=True, quality_issue="blurred")), "only for faces with assessed"),
+        (_result(_face(assessed=False, quality_issue="blurred")), "carries no expression"),
     ],
 )
 def test_a_malformed_result_raises_one_error_type_naming_the_field(result, message):
@@ -100,6 +105,23 @@ def test_without_expressions_the_expression_fields_are_dropped_unread():
     (face,) = payload.faces
     assert (face.label, face.probabilities, face.confidence) == (None, None, None)
     assert face.yaw_deg == 10.0 and face.attentive is True
+
+
+def test_an_unassessed_face_round_trips_with_its_issue_and_no_expression():
+    unread = _face(
+        assessed=False, quality_issue="too_small", label=None, probabilities=None, confidence=None
+    )
+    payload = FrameResultPayload.from_dict(_result(_face(assessed=True), unread))
+    read, small = payload.faces
+    assert (read.assessed, read.quality_issue, read.has_expression) == (True, None, True)
+    assert (small.assessed, small.quality_issue, small.has_expression) == (
+        False,
+        "too_small",
+        False,
+    )
+    assert small.attentive is True and small.yaw_deg == 10.0  # pose and attention are kept
+    assert FrameResultPayload.from_dict(payload.to_dict()) == payload
+    assert contracts.QUALITY_ISSUES == ("too_small", "turned_away", "too_dark", "blurred")
 
 
 def test_contract_error_is_a_value_error():

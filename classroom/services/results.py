@@ -55,6 +55,8 @@ def _observation(index: int, face: FacePayload) -> FaceObservation:
         yaw_deg=face.yaw_deg,
         pitch_deg=face.pitch_deg,
         attentive=face.attentive,
+        assessed=face.assessed,
+        quality_issue=face.quality_issue,
     )
 
 

@@ -25,6 +25,7 @@ def _track_state(row: Track) -> tracking.TrackState:
         last_seq=row.last_seq,
         hits=row.hits,
         smoothed=None if row.smoothed_probabilities is None else tuple(row.smoothed_probabilities),
+        smoothed_s=None if row.smoothed_at is None else row.smoothed_at.timestamp(),
     )
 
 
@@ -38,6 +39,7 @@ _TRACK_FIELDS = [
     "box_h",
     "hits",
     "smoothed_probabilities",
+    "smoothed_at",
 ]
 
 
@@ -106,6 +108,10 @@ def track_faces(
         )
         row.hits = state.hits
         row.smoothed_probabilities = None if state.smoothed is None else list(state.smoothed)
+        if state.smoothed_s is None:
+            row.smoothed_at = None
+        elif state.smoothed_s == now_s:
+            row.smoothed_at = received_at
         rows[number] = row
     Track.objects.bulk_create(created)
     if changed:

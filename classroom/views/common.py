@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from classroom import selectors, services
-from classroom.choices import EXPRESSIONS, UserRole
+from classroom.choices import EXPRESSIONS, QUALITY_ISSUE_LABELS, UserRole
 
 # A fixed colour per expression so that the board, the report and the legend always agree.
 # Okabe & Ito's colour-blind-safe palette ("Color Universal Design", 2008) plus grey for neutral.
@@ -109,6 +109,23 @@ def _session_json(request: HttpRequest, session) -> dict[str, Any]:
         "dashboard_ws_path": DASHBOARD_WS_PATH.format(session_id=session.pk),
         "join_url": _join_url(request, session.join_code),
     }
+
+
+def coverage_sentence(coverage: dict | None) -> str:
+    """One sentence for ``aggregates.expression_coverage``'s dict, as the board says it too.
+
+    Examples: ``"Expression read on 12 of 15 faces; not read: 2 too small, 1 turned away."``,
+    ``"Expression read on 4 of 4 faces."``; ``""`` for ``None`` or no face.
+    """
+    if not coverage or not coverage.get("faces"):
+        return ""
+    text = f"Expression read on {coverage['read']} of {coverage['faces']} faces"
+    reasons = [
+        f"{n} {QUALITY_ISSUE_LABELS.get(issue, issue)}"
+        for issue, n in (coverage.get("not_read") or {}).items()
+        if n
+    ]
+    return text + ("; not read: " + ", ".join(reasons) if reasons else "") + "."
 
 
 def _iso(value) -> str | None:

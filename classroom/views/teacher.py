@@ -24,6 +24,7 @@ from classroom.views.common import (
     _join_url,
     _own_session,
     _session_json,
+    coverage_sentence,
     teacher_required,
 )
 
@@ -156,6 +157,7 @@ def session_report(request: HttpRequest, pk) -> HttpResponse:
         "session": session,
         "report": report,
         "mix_rows": mix_rows,
+        "coverage_text": coverage_sentence(report.get("coverage")),
         "participant_rows": participant_rows,
         "attention_percent": None if report.get("attention") is None else report["attention"] * 100,
         **_chart_context(session),

@@ -221,10 +221,13 @@ def face_row(
     yaw_deg: float | None = 0.0,
     pitch_deg: float | None = 0.0,
     track: Track | None = None,
+    quality_issue: str | None = None,
 ) -> dict:
     """One face for :func:`store_frame`: raw ``label`` (``None``: no expression computed), the
-    smoothed label (``""``: same as ``label``), head pose and track."""
+    smoothed label (``""``: same as ``label``), head pose and track. A ``quality_issue`` makes
+    it a face the gate did not assess (give it no label)."""
     return {
+        "quality_issue": quality_issue,
         "label": label,
         "smoothed": label if smoothed == "" else smoothed,
         "attentive": attentive,
@@ -298,6 +301,8 @@ def store_frame(
                 yaw_deg=face["yaw_deg"],
                 pitch_deg=face["pitch_deg"],
                 attentive=face["attentive"],
+                assessed=face["quality_issue"] is None,
+                quality_issue=face["quality_issue"],
             )
         )
     add_frame_to_timeline(participant.pk, participant.session, observations, received_at)

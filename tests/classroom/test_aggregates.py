@@ -338,3 +338,21 @@ def test_last_three_buckets_give_the_same_tail_as_the_full_timeline(end_s):
     last_three = [b for b in buckets if b.index >= n - 3]
     tail = aggregates.bucket_timeline(last_three, T0, end, 5, EXPRESSIONS, max_points=3)[-2:]
     assert tail == full[-2:]
+
+
+def test_expression_coverage_counts_faces_read_and_each_reason():
+    from classroom.aggregates import expression_coverage
+
+    kinds = ("too_small", "blurred")
+    assert expression_coverage([], kinds) == {
+        "faces": 0,
+        "read": 0,
+        "not_read": {"too_small": 0, "blurred": 0},
+    }
+    cov = expression_coverage([None, "blurred", None, "too_small", "blurred", "glare"], kinds)
+    assert cov == {
+        "faces": 6,
+        "read": 2,
+        "not_read": {"too_small": 1, "blurred": 2, "glare": 1},
+    }
+    assert cov["read"] + sum(cov["not_read"].values()) == cov["faces"]

@@ -241,6 +241,51 @@ def test_face_without_expression_in_an_expression_session_is_stored_as_null():
 
 
 @pytest.mark.django_db
+def test_unassessed_face_keeps_its_track_and_pose_but_no_expression_and_leaves_the_smoothing():
+    participant = ParticipantFactory()
+    record(participant, 1, 0.0, face("happy") | {"assessed": True})
+    blurred = face("happy") | {
+        "probabilities": None,
+        "label": None,
+        "confidence": None,
+        "assessed": False,
+        "quality_issue": "blurred",
+    }
+    record(participant, 2, 1.0, blurred)
+    record(participant, 3, 2.0, face("sad") | {"assessed": True})
+    first, second, third = FaceObservation.objects.order_by("frame__seq")
+    assert (first.assessed, first.quality_issue, first.smoothed_label) == (True, None, "happy")
+    assert (second.assessed, second.quality_issue) == (False, "blurred")
+    assert (second.label, second.probabilities, second.smoothed_label) == (None, None, None)
+    assert second.attentive is True and second.yaw_deg == 5.0
+    # one track throughout; the unread frame did not move the smoothed state
+    assert first.track_id == second.track_id == third.track_id
+    assert Track.objects.get().hits == 3
+    dt = 2.0  # the EMA step of the third frame spans both later frames
+    alpha = 1 - math.exp(-dt / TAU_S)
+    happy_weight = third.smoothed_probabilities[EXPRESSIONS.index("happy")]
+    expected = (1 - alpha) * first.probabilities[EXPRESSIONS.index("happy")] + alpha * (
+        third.probabilities[EXPRESSIONS.index("happy")]
+    )
+    assert happy_weight == pytest.approx(expected)
+    # the timeline bucket counts the face, not an expression, for the unread frame
+    bucket = TimelineBucket.objects.get(participant=participant)
+    assert bucket.face_sum == 3 and bucket.happy + bucket.sad + bucket.neutral <= 2
+
+
+@pytest.mark.django_db
+def test_the_database_refuses_an_unassessed_face_with_an_expression():
+    from django.db import IntegrityError, transaction
+
+    participant = ParticipantFactory()
+    record(participant, 1, 0.0, face("happy"))
+    obs = FaceObservation.objects.get()
+    FaceObservation.objects.filter(pk=obs.pk).update(assessed=True)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        FaceObservation.objects.filter(pk=obs.pk).update(assessed=False, quality_issue="blurred")
+
+
+@pytest.mark.django_db
 def test_attention_only_session_stores_no_expression_even_if_the_worker_sends_one():
     session = ClassSessionFactory(live=True, analysis=AnalysisMode.ATTENTION)
     participant = ParticipantFactory(session=session)

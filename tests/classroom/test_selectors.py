@@ -96,6 +96,7 @@ def test_dashboard_snapshot_shape_and_values():
         "frames_analysed",
         "frames_dropped",
         "mix",
+        "coverage",
         "attention",
         "lag_ms",
         "lag_p95_ms",
@@ -115,6 +116,11 @@ def test_dashboard_snapshot_shape_and_values():
     assert snap["mix"]["happy"] == pytest.approx(1 / 3, abs=1e-4)
     assert snap["mix"]["neutral"] == pytest.approx(1 / 3, abs=1e-4)
     assert snap["mix"]["angry"] == 0.0
+    assert snap["coverage"] == {
+        "faces": 3,
+        "read": 3,
+        "not_read": {"too_small": 0, "turned_away": 0, "too_dark": 0, "blurred": 0},
+    }
     assert snap["attention"] == 0.5  # 1 of the 2 faces with a pose
     assert snap["lag_ms"] == pytest.approx(100.0)  # b's frame was analysed last
     # p95 of [300, 100] by linear interpolation: 100 + 0.95 * 200

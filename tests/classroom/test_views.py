@@ -398,6 +398,52 @@ def test_report_page(teacher_client, finished):
     assert "60.0 %" in content
 
 
+def test_report_and_face_export_say_which_faces_were_read_and_why_not(
+    teacher_client, live, teacher
+):
+    alan = services.join_session(code=live.join_code, display_name="Alan", consent=True)
+    unread = [
+        face_row(None, None, quality_issue="too_small"),
+        face_row(None, None, quality_issue="too_small"),
+        face_row(None, None, attentive=False, quality_issue="turned_away"),
+    ]
+    store_frame(alan, 1, [face_row("happy"), *unread])
+    store_frame(alan, 2, [face_row("happy"), face_row("sad")])
+    services.end_session(live, by=teacher)
+    response = teacher_client.get(reverse("classroom:session_report", args=[live.pk]))
+    content = response.content.decode()
+    assert response.context["report"]["coverage"] == {
+        "faces": 6,
+        "read": 3,
+        "not_read": {"too_small": 2, "turned_away": 1, "too_dark": 0, "blurred": 0},
+    }
+    assert "Expression read on 3 of 6 faces; not read: 2 too small, 1 turned away." in content
+    # the mix is over the 3 faces read: happy 2 of 3
+    assert [row["label"] for row in response.context["mix_rows"]][0] == "happy"
+    assert "66.7 %" in content
+    csv_response = teacher_client.get(
+        reverse("classroom:session_export_csv", args=[live.pk]), {"table": "faces"}
+    )
+    rows = list(csv.DictReader(io.StringIO(b"".join(csv_response.streaming_content).decode())))
+    assert [(r["assessed"], r["quality_issue"], r["label"]) for r in rows[:2]] == [
+        ("True", "", "happy"),
+        ("False", "too_small", ""),
+    ]
+
+
+def test_coverage_sentence():
+    from classroom.views.common import coverage_sentence
+
+    assert coverage_sentence(None) == "" and coverage_sentence({"faces": 0}) == ""
+    assert coverage_sentence({"faces": 4, "read": 4, "not_read": {"blurred": 0}}) == (
+        "Expression read on 4 of 4 faces."
+    )
+    assert (
+        coverage_sentence({"faces": 5, "read": 3, "not_read": {"too_dark": 1, "blurred": 1}})
+        == "Expression read on 3 of 5 faces; not read: 1 too dark, 1 blurred."
+    )
+
+
 def test_report_of_unstarted_session(teacher_client, draft):
     response = teacher_client.get(reverse("classroom:session_report", args=[draft.pk]))
     assert response.status_code == 200
@@ -545,7 +591,7 @@ def test_attention_only_session_shows_no_expression_anywhere(teacher_client, tea
         assert not LABEL_WORDS.search(body), (name, LABEL_WORDS.search(body))
         assert "probabilit" not in body.lower() and "confidence" not in body, name
     header = responses["faces"].splitlines()[0].split(",")
-    assert header[-3:] == ["yaw_deg", "pitch_deg", "attentive"]
+    assert header[-5:] == ["yaw_deg", "pitch_deg", "attentive", "assessed", "quality_issue"]
     assert responses["participants"].splitlines()[0].split(",")[-1] == "attention"
     assert responses["timeline"].splitlines()[0] == "t,faces,attention"
     assert json.loads(responses["json"])["totals"]["tracks"] == 1

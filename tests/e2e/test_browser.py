@@ -258,6 +258,10 @@ def test_teacher_board_and_student_page_in_chromium(
             expect(board.locator("#mix-list li").first).to_be_visible()
             expect(board.locator("#mix-empty")).to_be_hidden()
             observed["mix"] = board.locator("#mix-list").inner_text()
+            # the face-quality gate's count: four sharp frontal webcam faces, all read
+            expect(board.locator("#mix-coverage")).to_have_text(
+                re.compile(r"^Expression read on \d+ of \d+ faces")
+            )
 
             board.screenshot(path=str(screenshot), full_page=True)
 

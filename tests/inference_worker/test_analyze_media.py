@@ -10,7 +10,7 @@ import cv2
 import pytest
 from django.core.management import CommandError, call_command
 
-from inference_worker.management.commands.analyze_media import summarize
+from inference_worker.management.commands.analyze_media import coverage_text, summarize
 from inference_worker.pipeline import Face, FrameAnalysis
 from ml.labels import EXPRESSIONS
 from tests.inference_worker.worker_fakes import FACE_KEYS, TINY_CLASSIFIER
@@ -27,8 +27,17 @@ def _run(*args: str) -> tuple[str, str]:
 
 
 def _check_summary(summary: dict, frames: int) -> None:
-    assert set(summary) == {"frames", "faces", "faces_per_frame", "expressions", "attention"}
+    assert set(summary) == {
+        "frames",
+        "faces",
+        "faces_per_frame",
+        "expressions",
+        "attention",
+        "read",
+        "not_read",
+    }
     assert summary["frames"] == frames
+    assert summary["read"] + sum(summary["not_read"].values()) == summary["faces"]
     assert type(summary["faces"]) is int
     assert summary["faces_per_frame"] == pytest.approx(summary["faces"] / frames)
     if summary["faces"]:
@@ -85,6 +94,25 @@ def test_text_output_lists_faces_and_a_summary(webcam_photo):
     assert out.count("  face ") == 4
     assert out.count(" yaw ") == 4 and out.count(" pitch ") == 4
     assert "faces/frame" in out and "expressions:" in out and "attentive: 100%" in out
+    assert "expression read on 4 of 4 faces" in out
+
+
+def test_summary_counts_faces_not_read_by_reason():
+    small = Face(
+        box=(0.1, 0.1, 0.01, 0.01),
+        score=0.9,
+        probabilities=None,
+        label=None,
+        confidence=None,
+        assessed=False,
+        quality_issue="too_small",
+    )
+    frames = [FrameAnalysis(width=10, height=10, faces=(_face("happy", True), small, small))]
+    summary = summarize(frames)
+    assert summary["read"] == 1 and summary["faces"] == 3
+    assert summary["not_read"] == {"too_small": 2, "turned_away": 0, "too_dark": 0, "blurred": 0}
+    assert summary["expressions"]["happy"] == 1.0  # shares are over the faces read
+    assert coverage_text(summary) == "expression read on 1 of 3 faces (not read: 2 too small)"
 
 
 def test_video_is_sampled_at_the_requested_rate(webcam_photo, tmp_path):
@@ -165,6 +193,8 @@ def test_summary_of_no_face_has_no_expressions():
         "faces_per_frame": 0.0,
         "expressions": {},
         "attention": None,
+        "read": 0,
+        "not_read": {"too_small": 0, "turned_away": 0, "too_dark": 0, "blurred": 0},
     }
     assert summarize([])["faces_per_frame"] == 0.0
 

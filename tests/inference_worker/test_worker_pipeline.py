@@ -18,14 +18,19 @@ from inference_worker.pipeline import (
     square_crop,
 )
 from ml.labels import EXPRESSIONS
-from tests.inference_worker.worker_fakes import FACE_KEYS, FakeClassifier, FakeDetector
+from ml.preprocessing import preprocess_faces
+from tests.inference_worker.worker_fakes import (
+    FACE_KEYS,
+    FakeClassifier,
+    FakeDetector,
+    textured_frame,
+)
 
 TIMING_KEYS = {"decode", "detect", "crop", "classify", "total"}
 
 
 def _frame(height: int = 100, width: int = 200) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return textured_frame(height, width)
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -68,9 +73,13 @@ def test_all_faces_of_a_frame_are_classified_in_one_batch():
     assert detector.calls == 1
     assert len(classifier.calls) == 1
     assert len(classifier.calls[0]) == 3
-    for crop in classifier.calls[0]:
-        assert crop.dtype == np.uint8 and crop.ndim == 3 and crop.shape[2] == 3
+    # the classifier gets its own input: gray 48x48 uint8, as preprocess_faces makes it
+    for crop, box in zip(classifier.calls[0], boxes, strict=True):
+        assert crop.dtype == np.uint8 and crop.shape == (48, 48)
+        expected = preprocess_faces([square_crop(_frame(100, 200), box)])[0, :, :, 0]
+        assert np.array_equal(crop, np.rint(expected * 255).astype(np.uint8))
     assert analysis.face_count == 3
+    assert all(f.assessed for f in analysis.faces)
     # crop i got class i % 7 from the fake; faces keep the detector's score order
     assert [f.label for f in analysis.faces] == [EXPRESSIONS[0], EXPRESSIONS[1], EXPRESSIONS[2]]
     assert [f.score for f in analysis.faces] == pytest.approx([0.9, 0.8, 0.7])
@@ -229,7 +238,7 @@ def test_detections_entirely_outside_the_frame_are_dropped(fake_classifier):
     detector = FakeDetector(
         [
             Detection(box=(500.0, 500.0, 20.0, 20.0), score=0.9),
-            Detection(box=(10.0, 10.0, 20.0, 20.0), score=0.8),
+            Detection(box=(10.0, 10.0, 40.0, 40.0), score=0.8),
         ]
     )
     analysis = analyze_frame(_frame(100, 200), detector, fake_classifier)

@@ -7,7 +7,6 @@ import logging
 import time
 
 import cv2
-import numpy as np
 import pytest
 from celery.app.task import Context
 from celery.signals import task_postrun, task_revoked, worker_process_init
@@ -18,7 +17,7 @@ from inference_worker import celery as worker_celery
 from inference_worker import live, runtime, tasks
 from inference_worker.celery import app
 from inference_worker.pipeline import Detection
-from tests.inference_worker.worker_fakes import FakeClassifier, FakeDetector
+from tests.inference_worker.worker_fakes import FakeClassifier, FakeDetector, textured_frame
 
 TASK_NAME = "inference_worker.tasks.analyze_frame_task"
 
@@ -54,7 +53,8 @@ def drops(monkeypatch):
 
 
 def _jpeg_b64(height: int = 120, width: int = 160) -> str:
-    ok, buf = cv2.imencode(".jpg", np.full((height, width, 3), 127, np.uint8))
+    # texture, not a flat image: a flat "face" is blurred for the face-quality gate
+    ok, buf = cv2.imencode(".jpg", textured_frame(height, width), [cv2.IMWRITE_JPEG_QUALITY, 95])
     assert ok
     return base64.b64encode(buf.tobytes()).decode("ascii")
 

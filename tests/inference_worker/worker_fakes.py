@@ -60,6 +60,8 @@ FACE_KEYS = {
     "yaw_deg",
     "pitch_deg",
     "attentive",
+    "assessed",
+    "quality_issue",
 }
 
 TINY_CLASSIFIER = FIXTURES / "tiny_classifier.tflite"
@@ -94,3 +96,16 @@ class FakeClassifier:
         for i in range(len(faces)):
             out[i, i % 7] = self.top
         return out
+
+
+def textured_frame(height: int = 100, width: int = 200) -> np.ndarray:
+    """An RGB ``uint8`` frame that any crop of 30 px or more passes the face-quality gate with.
+
+    Fine sine gratings (sharp: high variance of the Laplacian) plus mild Gaussian noise, so its
+    contrast is well above its noise (a frame of pure noise would read as too dark, a flat one as
+    blurred). Deterministic.
+    """
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    gray = 127 + 50 * np.sin(xx / 1.7) + 50 * np.sin(yy / 2.3) + 20 * np.sin((xx + yy) / 5.0)
+    gray += np.random.default_rng(0).normal(0, 10, (height, width))
+    return np.repeat(np.clip(gray, 0, 255).astype(np.uint8)[..., None], 3, axis=2)

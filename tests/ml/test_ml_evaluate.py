@@ -57,7 +57,10 @@ def test_evaluate_with_a_perfect_and_a_constant_predictor(tiny_csv):
 
     res = evaluate(happy, data, tta=True, progress=False)
     labels = data["PrivateTest"].labels
+    calibration = res["PrivateTest"].pop("calibration")
     assert res["PrivateTest"] == classification_report(labels, np.full_like(labels, 3))
+    # always 100% sure of "happy": ECE is 1 - the share of happy faces
+    assert calibration["ece"] == pytest.approx(1 - np.mean(labels == 3))
 
 
 def test_format_table_mentions_every_row():
@@ -167,7 +170,10 @@ def test_cli_writes_metrics_confusion_and_curves(
         == rows["expression_cnn.tflite"]["PrivateTest"]["confusion_matrix"]
     )
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert "curves.png" in pngs and len(pngs) == 1 + 4 * 2
+    assert "curves.png" in pngs and "reliability.png" in pngs and len(pngs) == 2 + 4 * 2
+    assert set(metrics["calibration"]["temperature"]) == set(rows)
+    for splits in rows.values():
+        assert 0 <= splits["PrivateTest"]["calibration"]["ece"] <= 1
     assert metrics["curves_png"] == "curves.png" and metrics["tta"]["views"] == 12
 
 

@@ -36,6 +36,7 @@
     conn: document.getElementById('connection-state'),
     mixList: document.getElementById('mix-list'),
     mixEmpty: document.getElementById('mix-empty'),
+    mixCoverage: document.getElementById('mix-coverage'),
     startForm: document.getElementById('start-form'),
     endForm: document.getElementById('end-form')
   };
@@ -75,6 +76,18 @@
     el.mixEmpty.hidden = labels.length > 0;
   }
 
+  var ISSUE_TEXT = { too_small: 'too small', turned_away: 'turned away', too_dark: 'too dark', blurred: 'blurred' };
+
+  /** "Expression read on N of M faces; not read: a too small, b blurred." ('' when no face). */
+  function coverageText(coverage) {
+    if (!coverage || !coverage.faces) { return ''; }
+    var text = 'Expression read on ' + coverage.read + ' of ' + coverage.faces + ' faces';
+    var reasons = Object.keys(coverage.not_read || {}).filter(function (k) {
+      return coverage.not_read[k] > 0;
+    }).map(function (k) { return coverage.not_read[k] + ' ' + (ISSUE_TEXT[k] || k); });
+    return text + (reasons.length ? '; not read: ' + reasons.join(', ') : '') + '.';
+  }
+
   function isNumber(value) { return typeof value === 'number' && isFinite(value); }
 
   function ms(value) { return isNumber(value) ? Math.round(value) + ' ms' : '—'; }
@@ -110,6 +123,7 @@
       if (el.endForm) { el.endForm.hidden = update.status !== 'live'; }
     }
     renderMixList(update.mix || {});
+    if (el.mixCoverage) { setText(el.mixCoverage, coverageText(update.coverage)); }
     if (mixChart) { C.updateMix(mixChart, update.mix || {}); }
     timeline = update.full === false
       ? C.mergeTimeline(timeline, update.timeline)

@@ -15,8 +15,10 @@ With ``--json`` every line of stdout is one JSON object: one per sampled frame
 (``{"file", "frame", "time_s"}`` plus the worker's result dict: ``width``, ``height``,
 ``faces``, ``timings_ms``), and, last for each file,
 ``{"file": ..., "summary": {"frames": int, "faces": int, "faces_per_frame": float,
-"expressions": {label: share of faces}, "attention": float | None}}`` where the shares of the 7
-labels sum to 1 (``{}`` when no face was classified) and ``attention`` is the share of faces with
+"expressions": {label: share of faces}, "attention": float | None, "read": int,
+"not_read": {"too_small": int, "turned_away": int, "blurred": int}}}`` where the shares of the 7
+labels sum to 1 (``{}`` when no face was classified), ``read`` counts the faces that passed the
+face-quality gate (:mod:`inference_worker.quality`) and ``not_read`` why the others did not and ``attention`` is the share of faces with
 a head pose that are attentive (``None`` when no face has one). Each face of a frame line has
 the worker's keys, ``yaw_deg``, ``pitch_deg`` and ``attentive`` included. Progress bars for
 videos go to stderr, never to stdout.
@@ -38,7 +40,7 @@ import numpy as np
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from contracts import AnalysisMode
+from contracts import QUALITY_ISSUES, AnalysisMode
 from inference_worker import pipeline, runtime
 from inference_worker.blazeface import DETECTOR_MODELS
 from inference_worker.detection import SOURCES
@@ -72,7 +74,9 @@ def summarize(analyses: list[pipeline.FrameAnalysis]) -> dict[str, Any]:
         "attention": float | None}`` where ``expressions`` holds all 7 labels in FER2013 order
         with their share of the classified faces (summing to 1), or is ``{}`` when no face was
         classified; ``attention`` is the share (``0..1``) of faces with a head pose that are
-        attentive, ``None`` when none has a pose.
+        attentive, ``None`` when none has a pose; ``"read"``: faces that passed the face-quality
+        gate, ``"not_read"``: ``{issue: faces}`` for every issue of
+        :data:`contracts.QUALITY_ISSUES`.
     """
     all_faces = [face for analysis in analyses for face in analysis.faces]
     counts = Counter(face.label for face in all_faces if face.label is not None)
@@ -87,7 +91,21 @@ def summarize(analyses: list[pipeline.FrameAnalysis]) -> dict[str, Any]:
             {label: counts[label] / classified for label in EXPRESSIONS} if classified else {}
         ),
         "attention": sum(posed) / len(posed) if posed else None,
+        "read": sum(face.assessed is not False for face in all_faces),
+        "not_read": {
+            issue: sum(face.quality_issue == issue for face in all_faces)
+            for issue in QUALITY_ISSUES
+        },
     }
+
+
+def coverage_text(summary: dict[str, Any]) -> str:
+    """``"expression read on 3 of 4 faces (not read: 1 too small)"`` for :func:`summarize`'s dict."""
+    reasons = ", ".join(
+        f"{n} {issue.replace('_', ' ')}" for issue, n in summary["not_read"].items() if n
+    )
+    text = f"expression read on {summary['read']} of {summary['faces']} faces"
+    return text + (f" (not read: {reasons})" if reasons else "")
 
 
 def _fourcc(capture: cv2.VideoCapture) -> str:
@@ -258,7 +276,12 @@ class Command(BaseCommand):
         )
         for i, face in enumerate(analysis.faces, start=1):
             x, y, w, h = face.box
-            expression = "" if face.label is None else f"{face.label} {face.confidence:.2f}  "
+            if face.assessed is False:
+                expression = f"not read ({face.quality_issue.replace('_', ' ')})  "
+            elif face.label is None:
+                expression = ""
+            else:
+                expression = f"{face.label} {face.confidence:.2f}  "
             if face.attentive is None:
                 pose = "pose n/a"
             else:
@@ -287,7 +310,8 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"{path}: {summary['frames']} frame(s), {summary['faces']} face(s), "
-                f"{summary['faces_per_frame']:.2f} faces/frame; expressions: {mix or 'none'}; "
+                f"{summary['faces_per_frame']:.2f} faces/frame; {coverage_text(summary)}; "
+                f"expressions: {mix or 'none'}; "
                 f"attentive: {attention_text}; median {median_ms:.1f} ms/frame"
             )
         )
