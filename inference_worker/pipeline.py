@@ -37,7 +37,7 @@ import numpy as np
 
 from contracts import FacePayload
 from inference_worker.headpose import estimate_head_pose
-from inference_worker.quality import QualityGate, sharpness_of_inputs, snr_of_inputs
+from inference_worker.quality import QualityGate, sharpness, snr_of_inputs
 from ml.labels import EXPRESSIONS
 from ml.preprocessing import INPUT_SIZE, preprocess_faces
 
@@ -444,7 +444,12 @@ def analyze_frame(
     candidates = [i for i, issue in enumerate(issues) if issue is None]
     inputs = preprocess_faces([crops[i] for i in candidates], INPUT_SIZE)
     if gate is not None and candidates:
-        measures = zip(candidates, snr_of_inputs(inputs), sharpness_of_inputs(inputs), strict=True)
+        measures = zip(
+            candidates,
+            snr_of_inputs(inputs),
+            sharpness([crops[i] for i in candidates]),
+            strict=True,
+        )
         for i, contrast_to_noise, value in measures:
             sharp[i], noise[i] = float(value), float(contrast_to_noise)
             issues[i] = gate.issue_of_pixels(float(contrast_to_noise), float(value))

@@ -13,7 +13,8 @@ checked), clean and under every corruption and severity of :mod:`ml.robustness`,
   :data:`inference_worker.pipeline.DEFAULT_CROP_MARGIN` (the 48-px FER2013 frame is framed like
   the worker's crop);
 * ``sharpness`` and ``snr``: :func:`inference_worker.quality.sharpness` and
-  :func:`~inference_worker.quality.snr` of the (corrupted) face;
+  :func:`~inference_worker.quality.snr` of the (corrupted) face (``low_resolution``: its
+  sharpness at the shrunk size, as the worker measures a small crop);
 * ``yaw_deg`` / ``pitch_deg``: BlazeFace (full range) run on the clean face scaled to 192 px,
   :func:`inference_worker.headpose.estimate_head_pose` of its keypoints (``None`` where
   BlazeFace finds no face); a corruption does not turn the head;
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from contracts import QUALITY_ISSUES
-from inference_worker.quality import QualityGate, sharpness_of_inputs, snr_of_inputs
+from inference_worker.quality import QualityGate, sharpness, snr_of_inputs
 
 SIZE_CURVE_PX = (40.0, 20.0, 13.3, 10.0)
 SHARPNESS_EDGES = (0, 15, 30, 45, 60, 80, 100, 150, 200, 300, 500, 1e9)
@@ -70,6 +71,7 @@ def _fer_poses(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _split_table(predict, images, labels, seed: int, progress: bool) -> dict[str, np.ndarray]:
     """One row per (set, face): face_px, sharpness, correct, face index, set name."""
+    import cv2
     from tqdm.auto import tqdm
 
     from ml.preprocessing import preprocess_faces
@@ -93,7 +95,14 @@ def _split_table(predict, images, labels, seed: int, progress: bool) -> dict[str
         width = 48.0 if name == "clean" else face_width_px(name, sev)
         cols["face_px"].append(np.full(len(faces), width / 1.2))
         inputs = preprocess_faces(faces)
-        cols["sharpness"].append(sharpness_of_inputs(inputs))
+        if name == "low_resolution":
+            # the worker measures a small crop at its own size: the shrunk face, before the
+            # corruption scales it back up (albumentations' Downscale shrinks with INTER_AREA)
+            side = int(width)
+            native = [cv2.resize(f, (side, side), interpolation=cv2.INTER_AREA) for f in images]
+            cols["sharpness"].append(sharpness(native))
+        else:
+            cols["sharpness"].append(sharpness(faces))
         cols["contrast"].append(inputs.reshape(len(inputs), -1).std(axis=1) * 255.0)
         cols["snr"].append(snr_of_inputs(inputs))
         cols["correct"].append(probs.argmax(axis=1) == labels)
@@ -213,6 +222,7 @@ def _media(paths: list[Path], gate: QualityGate, every: int) -> dict:
             "mix_all_faces": mix(labels_all),
             "mix_assessed_faces": mix(labels_ok),
         }
+    runtime.clear()  # before interpreter shutdown, while MediaPipe can still close its graphs
     return out
 
 
@@ -245,7 +255,7 @@ def _plot(curves: dict, gate: QualityGate, path: Path) -> None:
     axes[3].axvline(gate.min_snr, color="red", ls=":", label="gate")
     titles = (
         ("face box side, px (clean + low_resolution)", "accuracy"),
-        ("sharpness: variance of the Laplacian (no low_light)", ""),
+        ("sharpness: variance of the Laplacian (no low_light, no low_resolution)", ""),
         ("|yaw|, degrees (clean faces)", ""),
         ("contrast-to-noise ratio (all sets)", ""),
     )
@@ -295,7 +305,10 @@ def main(argv: list[str] | None = None) -> int:
             t["set"].astype(str), "low_resolution:"
         )
         clean = t["set"] == "clean:0"
-        not_noisy = ~np.char.startswith(t["set"].astype(str), "low_light:")
+        names = t["set"].astype(str)
+        not_noisy = ~np.char.startswith(names, "low_light:") & ~np.char.startswith(
+            names, "low_resolution:"
+        )
         curves[split] = {
             "size": [
                 {

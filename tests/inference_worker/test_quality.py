@@ -27,6 +27,15 @@ def test_sharpness_falls_with_blur_and_is_zero_on_a_flat_face():
     blurred = sharpness([cv2.GaussianBlur(face, (0, 0), 6)])[0]
     assert sharpness([np.full((96, 96, 3), 90, np.uint8)])[0] == 0.0
     assert blurred < quality.MIN_SHARPNESS < sharp
+    # a small crop is measured at its own size: small and sharp is not "blurred"
+    small = cv2.resize(face, (16, 16), interpolation=cv2.INTER_AREA)
+    assert sharpness([small])[0] > quality.MIN_SHARPNESS
+    # a large crop is measured as the classifier sees it, shrunk to 48x48
+    big = cv2.resize(face, (192, 192), interpolation=cv2.INTER_LINEAR)
+    shrunk = cv2.resize(big, (48, 48), interpolation=cv2.INTER_AREA)
+    assert sharpness([big])[0] == pytest.approx(sharpness([shrunk])[0])
+    with pytest.raises(ValueError):
+        sharpness([np.zeros((0, 5), np.uint8)])
 
 
 def test_snr_falls_when_a_face_is_dimmed_and_noise_is_added():
@@ -60,7 +69,7 @@ def test_sharp_frontal_face_is_read_and_small_blurred_turned_ones_are_not():
     detector = FakeDetector(
         [
             Detection(box=(60.0, 30.0, 80.0, 80.0), score=0.9, keypoints=FRONTAL),
-            Detection(box=(10.0, 150.0, 12.0, 12.0), score=0.8),  # far away
+            Detection(box=(10.0, 150.0, 10.0, 10.0), score=0.8),  # far away
             Detection(box=(60.0, 30.0, 80.0, 80.0), score=0.7, keypoints=TURNED),
             Detection(box=(210.0, 125.0, 60.0, 60.0), score=0.6),  # out of focus
         ]
@@ -116,6 +125,6 @@ def test_real_face_is_read_sharp_and_not_when_blurred_or_shrunk(webcam_photo):
     # faces ~190 px wide: sigma 16 is ~4 px at the classifier's 48 px
     blurred = analyze_frame(cv2.GaussianBlur(rgb, (0, 0), 16), detector, classifier)
     assert blurred.faces and all(f.quality_issue == "blurred" for f in blurred.faces)
-    small = cv2.resize(rgb, (80, 80), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(rgb, (56, 56), interpolation=cv2.INTER_AREA)  # faces of 8-10 px
     tiny = analyze_frame(small, runtime.get_detector("room"), classifier)
     assert tiny.faces and all(f.quality_issue == "too_small" for f in tiny.faces)
