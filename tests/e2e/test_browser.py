@@ -300,3 +300,50 @@ def test_teacher_board_and_student_page_in_chromium(
         list(results.values_list("seq", "face_count")),
         observed,
     )
+
+
+def test_board_says_how_many_faces_were_read_and_why_not(live_stack, live_session, chromium_path):
+    """A board whose last 10 s hold only faces the quality gate did not read says so."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from classroom import services
+    from tests.classroom.factories import face_row, store_frame
+
+    teacher, session = live_session
+    alan = services.join_session(code=session.join_code, display_name="Alan", consent=True)
+    store_frame(
+        alan,
+        1,
+        [
+            face_row(None, None, quality_issue="too_small"),
+            face_row(None, None, quality_issue="too_small"),
+            face_row(None, None, attentive=False, quality_issue="turned_away"),
+        ],
+    )
+    base = live_stack.base_url
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium_path,
+            headless=True,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            board = browser.new_page()
+            log = PageLog(board, "board")
+            board.goto(f"{base}/accounts/login/?next=/sessions/{session.pk}/")
+            board.fill("#id_username", TEACHER_USERNAME)
+            board.fill("#id_password", TEACHER_PASSWORD)
+            with board.expect_navigation():
+                board.get_by_role("button", name="Log in", exact=True).click()
+            expect(board.locator("#faces-now")).to_have_text("3")
+            expect(board.locator("#mix-coverage")).to_have_text(
+                "Expression read on 0 of 3 faces; not read: 2 too small, 1 turned away."
+            )
+            expect(board.locator("#mix-empty")).to_be_visible()
+            expect(board.locator("#mix-empty")).to_have_text(
+                "Faces are seen, but none could be read in the last 10 seconds."
+            )
+            expect(board.locator("#mix-list li")).to_have_count(0)
+            assert not log.page_errors, str(log)
+        finally:
+            browser.close()

@@ -123,7 +123,11 @@
       if (el.endForm) { el.endForm.hidden = update.status !== 'live'; }
     }
     renderMixList(update.mix || {});
-    if (el.mixCoverage) { setText(el.mixCoverage, coverageText(update.coverage)); }
+    if (el.mixCoverage) {
+      setText(el.mixCoverage, coverageText(update.coverage));
+      var unread = update.coverage && update.coverage.faces > 0 && !update.coverage.read;
+      setText(el.mixEmpty, unread ? el.mixEmpty.dataset.unread : el.mixEmpty.dataset.none);
+    }
     if (mixChart) { C.updateMix(mixChart, update.mix || {}); }
     timeline = update.full === false
       ? C.mergeTimeline(timeline, update.timeline)
