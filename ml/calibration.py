@@ -154,8 +154,12 @@ def fit_temperature(
 
     Raises:
         ValueError: as :func:`reliability_bins`, or no sample.
+        ImportError: SciPy is not installed (it comes with the ``ml`` extra).
     """
-    from scipy.optimize import minimize_scalar
+    try:
+        from scipy.optimize import minimize_scalar
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError("fitting a temperature needs SciPy: pip install -e '.[ml]'") from exc
 
     p, y = _check(probabilities, labels)
     if not len(y):

@@ -73,7 +73,7 @@ def _albumentations():
         import albumentations as A  # noqa: N812 (the library's own convention)
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError(
-            "the corruption suite needs albumentations: pip install -e '.[dev]'"
+            "the corruption suite needs albumentations: pip install -e '.[ml]'"
         ) from exc
     return A
 

@@ -43,6 +43,15 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # --- helpers ------------------------------------------------------------------------------------
 
 
+def open_board(page, base: str, session_id) -> None:
+    """Log the test teacher in from the login page and land on the session's board."""
+    page.goto(f"{base}/accounts/login/?next=/sessions/{session_id}/")
+    page.fill("#id_username", TEACHER_USERNAME)
+    page.fill("#id_password", TEACHER_PASSWORD)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Log in", exact=True).click()
+
+
 def write_y4m(photo: Path, path: Path, *, size: int = 640, frames: int = 5, fps: int = 10) -> Path:
     """Write a YUV4MPEG2 (4:2:0, JPEG chroma siting) clip of ``photo`` for Chromium's fake camera.
 
@@ -168,11 +177,7 @@ def test_teacher_board_and_student_page_in_chromium(
             # --- the teacher logs in and opens the live board -------------------------------
             board = teacher_ctx.new_page()
             board_log = PageLog(board, "board")
-            board.goto(f"{base}/accounts/login/?next=/sessions/{session.pk}/")
-            board.fill("#id_username", TEACHER_USERNAME)
-            board.fill("#id_password", TEACHER_PASSWORD)
-            with board.expect_navigation():
-                board.get_by_role("button", name="Log in", exact=True).click()
+            open_board(board, base, session.pk)
             assert board.url == board_url, f"login did not land on the board: {board.url}"
             expect(board.locator("#board")).to_have_attribute("data-status", "live")
             expect(board.locator("#connection-state")).to_have_text("connected")
@@ -330,11 +335,7 @@ def test_board_says_how_many_faces_were_read_and_why_not(live_stack, live_sessio
         try:
             board = browser.new_page()
             log = PageLog(board, "board")
-            board.goto(f"{base}/accounts/login/?next=/sessions/{session.pk}/")
-            board.fill("#id_username", TEACHER_USERNAME)
-            board.fill("#id_password", TEACHER_PASSWORD)
-            with board.expect_navigation():
-                board.get_by_role("button", name="Log in", exact=True).click()
+            open_board(board, base, session.pk)
             expect(board.locator("#faces-now")).to_have_text("3")
             expect(board.locator("#mix-coverage")).to_have_text(
                 "Expression read on 0 of 3 faces; not read: 2 too small, 1 turned away."
