@@ -18,8 +18,8 @@ Stages (each timed with :func:`time.perf_counter`, reported in milliseconds)::
 Head pose (yaw, pitch, attentive; :mod:`inference_worker.headpose`) is computed for every face
 whose detection has keypoints, in the ``crop`` stage (a few microseconds per face). The
 face-quality gate (:mod:`inference_worker.quality`) then decides which faces the classifier
-reads: a face that is too small, turned away, too dark or blurred keeps its box, pose and attention, gets
-``assessed=False`` and a ``quality_issue``, and no expression.
+reads: a face that is too small, turned away, too dark or blurred keeps its box, pose and
+attention, gets ``assessed=False`` and a ``quality_issue``, and no expression.
 
 Coordinates: pixels use a top-left origin, x to the right, y down; a box is ``(x, y, w, h)``.
 Results carry boxes normalised to the frame (``0..1``).
@@ -442,6 +442,8 @@ def analyze_frame(
             for d, p in zip(kept, poses, strict=True)
         ]
     candidates = [i for i, issue in enumerate(issues) if issue is None]
+    if gate is None and not classify:
+        candidates = []  # nothing below needs the pixels
     inputs = preprocess_faces([crops[i] for i in candidates], INPUT_SIZE)
     if gate is not None and candidates:
         measures = zip(
