@@ -13,14 +13,8 @@ from contracts import EXPRESSIONS
 EXPRESSION_CHOICES: list[tuple[str, str]] = [(label, label.capitalize()) for label in EXPRESSIONS]
 
 
-#: Human-readable reason per face-quality issue (:data:`contracts.QUALITY_ISSUES`), as the board,
-#: the report and the exports say it.
-QUALITY_ISSUE_LABELS: dict[str, str] = {
-    "too_small": "too small",
-    "turned_away": "turned away",
-    "too_dark": "too dark",
-    "blurred": "blurred",
-}
+#: Human-readable reason per face-quality issue, :data:`contracts.QUALITY_ISSUE_LABELS`.
+QUALITY_ISSUE_LABELS: dict[str, str] = contracts.QUALITY_ISSUE_LABELS
 #: The issue values, :data:`contracts.QUALITY_ISSUES`.
 QUALITY_ISSUES: tuple[str, ...] = contracts.QUALITY_ISSUES
 #: ``(value, label)`` choices of ``FaceObservation.quality_issue``.

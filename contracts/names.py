@@ -61,3 +61,12 @@ QUALITY_ISSUES: tuple[str, ...] = ("too_small", "turned_away", "too_dark", "blur
 ``inference_worker.quality``), in the order the gate checks them: its box is too small, the head
 is turned too far from the camera, the crop is too dark (noise as strong as the contrast), or
 it is too blurred."""
+
+QUALITY_ISSUE_LABELS: dict[str, str] = {
+    "too_small": "too small",
+    "turned_away": "turned away",
+    "too_dark": "too dark",
+    "blurred": "blurred",
+}
+"""How the board, the report, the exports and ``analyze_media`` say each of
+:data:`QUALITY_ISSUES`."""

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from contracts import QUALITY_ISSUES
-from ml.preprocessing import INPUT_SIZE, preprocess_faces
+from ml.preprocessing import INPUT_SIZE, preprocess_faces, to_gray
 
 __all__ = [
     "MAX_PITCH_DEG",
@@ -139,19 +139,11 @@ def sharpness(faces: np.ndarray | list[np.ndarray]) -> np.ndarray:
         median of about 2,000.
 
     Raises:
-        ValueError: an empty crop, or not ``uint8``.
+        ValueError: as :func:`ml.preprocessing.to_gray` (empty, not ``uint8``, bad shape).
     """
     out = np.empty(len(faces), np.float64)
     for i, face in enumerate(faces):
-        face = np.ascontiguousarray(face)
-        if face.dtype != np.uint8 or face.size == 0:
-            raise ValueError(
-                f"face {i}: expected a non-empty uint8 crop, got {face.dtype} {face.shape}"
-            )
-        if face.ndim == 3 and face.shape[2] == 3:
-            face = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
-        elif face.ndim == 3:
-            face = face[:, :, 0]
+        face = to_gray(face, index=i)
         if face.shape[0] > INPUT_SIZE or face.shape[1] > INPUT_SIZE:
             face = cv2.resize(face, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA)
         out[i] = cv2.Laplacian(face, cv2.CV_32F, ksize=1).var(dtype=np.float64)

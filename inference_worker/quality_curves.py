@@ -9,9 +9,9 @@ For FER2013 PublicTest (where the thresholds are chosen) and PrivateTest (where 
 checked), clean and under every corruption and severity of :mod:`ml.robustness`, each face gets:
 
 * ``face_px``: the longer side of the face box in pixels of the frame it was seen in: the
-  frame's width (48, or the ``low_resolution`` width) divided by 1.2, the crop margin of
-  :data:`inference_worker.pipeline.DEFAULT_CROP_MARGIN` (the 48-px FER2013 frame is framed like
-  the worker's crop);
+  frame's width (48, or the ``low_resolution`` width) divided by ``1 + DEFAULT_CROP_MARGIN``
+  (1.2, :data:`inference_worker.pipeline.DEFAULT_CROP_MARGIN`: the 48-px FER2013 frame is
+  framed like the worker's crop);
 * ``sharpness`` and ``snr``: :func:`inference_worker.quality.sharpness` and
   :func:`~inference_worker.quality.snr` of the (corrupted) face (``low_resolution``: its
   sharpness at the shrunk size, as the worker measures a small crop);
@@ -36,9 +36,10 @@ from pathlib import Path
 import numpy as np
 
 from contracts import QUALITY_ISSUES
+from inference_worker.pipeline import DEFAULT_CROP_MARGIN
 from inference_worker.quality import QualityGate, sharpness, snr_of_inputs
+from ml.labels import EXPRESSIONS
 
-SIZE_CURVE_PX = (40.0, 20.0, 13.3, 10.0)
 SHARPNESS_EDGES = (0, 15, 30, 45, 60, 80, 100, 150, 200, 300, 500, 1e9)
 POSE_EDGES = (0, 10, 20, 30, 45, 60, 90)
 SNR_EDGES = (0, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 15, 1e9)
@@ -70,7 +71,8 @@ def _fer_poses(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _split_table(predict, images, labels, seed: int, progress: bool) -> dict[str, np.ndarray]:
-    """One row per (set, face): face_px, sharpness, correct, face index, set name."""
+    """One row per (set, face): face_px, sharpness, snr, correct, label, prediction, face index
+    and set name (``"clean:0"``, ``"<corruption>:<severity>"``)."""
     import cv2
     from tqdm.auto import tqdm
 
@@ -81,7 +83,6 @@ def _split_table(predict, images, labels, seed: int, progress: bool) -> dict[str
     cols: dict[str, list] = {
         "face_px": [],
         "sharpness": [],
-        "contrast": [],
         "snr": [],
         "correct": [],
         "index": [],
@@ -92,8 +93,8 @@ def _split_table(predict, images, labels, seed: int, progress: bool) -> dict[str
     for name, sev in tqdm(sets, desc="quality sets", unit="set", disable=not progress):
         faces = images if name == "clean" else corrupt(images, name, sev, seed=seed)
         probs = np.concatenate([predict(faces[i : i + 512]) for i in range(0, len(faces), 512)])
-        width = 48.0 if name == "clean" else face_width_px(name, sev)
-        cols["face_px"].append(np.full(len(faces), width / 1.2))
+        width = face_width_px(name, sev)
+        cols["face_px"].append(np.full(len(faces), width / (1.0 + DEFAULT_CROP_MARGIN)))
         inputs = preprocess_faces(faces)
         if name == "low_resolution":
             # the worker measures a small crop at its own size: the shrunk face, before the
@@ -103,7 +104,6 @@ def _split_table(predict, images, labels, seed: int, progress: bool) -> dict[str
             cols["sharpness"].append(sharpness(native))
         else:
             cols["sharpness"].append(sharpness(faces))
-        cols["contrast"].append(inputs.reshape(len(inputs), -1).std(axis=1) * 255.0)
         cols["snr"].append(snr_of_inputs(inputs))
         cols["correct"].append(probs.argmax(axis=1) == labels)
         cols["label"].append(labels)
@@ -149,8 +149,8 @@ def gate_issues(gate: QualityGate, table: dict, yaw: np.ndarray, pitch: np.ndarr
     )
 
 
-def _gate_report(gate: QualityGate, table: dict, yaw, pitch) -> dict:
-    issues = gate_issues(gate, table, yaw, pitch)
+def _gate_report(table: dict, issues: np.ndarray) -> dict:
+    """Accuracy of assessed and unassessed faces, and the issue counts, over a split table."""
     ok = issues == ""
     correct = table["correct"]
     degraded = table["set"] != "clean:0"
@@ -168,12 +168,45 @@ def _gate_report(gate: QualityGate, table: dict, yaw, pitch) -> dict:
     return rep
 
 
+def _neutral_report(table: dict, issues: np.ndarray) -> dict:
+    """Share of the NEUTRAL faces that the model reads as SAD: per set, and with the gate.
+
+    Returns:
+        ``{"per_set": {set: {"neutral_read_sad", "neutral_read_neutral", "predicted_sad"}},
+        "all_sets": {"all", "assessed", "unassessed"}}``, shares in ``[0, 1]`` (``None`` when
+        a group is empty).
+    """
+    neutral, sad = EXPRESSIONS.index("neutral"), EXPRESSIONS.index("sad")
+    pred, label, sets = table["pred"], table["label"], table["set"]
+    is_neutral = label == neutral
+    ok = issues == ""
+
+    def share(mask):
+        return float(np.mean(pred[mask] == sad)) if mask.any() else None
+
+    per_set = {}
+    for name in dict.fromkeys(sets.tolist()):
+        m = sets == name
+        per_set[name] = {
+            "neutral_read_sad": share(m & is_neutral),
+            "neutral_read_neutral": float(np.mean(pred[m & is_neutral] == neutral)),
+            "predicted_sad": float(np.mean(pred[m] == sad)),
+        }
+    return {
+        "per_set": per_set,
+        "all_sets": {
+            "all": share(is_neutral),
+            "assessed": share(is_neutral & ok),
+            "unassessed": share(is_neutral & ~ok),
+        },
+    }
+
+
 def _media(paths: list[Path], gate: QualityGate, every: int) -> dict:
     """Share of unassessed faces and label mixes on real media (``room`` detection)."""
     import cv2
 
     from inference_worker import pipeline, runtime
-    from ml.labels import EXPRESSIONS
 
     detector = runtime.get_detector("room")
     classifier = runtime.get_classifier()
@@ -184,7 +217,10 @@ def _media(paths: list[Path], gate: QualityGate, every: int) -> dict:
     for path in paths:
         frames = []
         if path.suffix.lower() in {".jpg", ".jpeg", ".png"}:
-            frames = [cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)]
+            bgr = cv2.imread(str(path))
+            if bgr is None:
+                raise ValueError(f"{path}: not an image OpenCV can read")
+            frames = [cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)]
         else:
             cap = cv2.VideoCapture(str(path))
             k = 0
@@ -296,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     gate = QualityGate()
-    curves, gates = {}, {}
+    curves, gates, neutral = {}, {}, {}
     for split in ("PublicTest", "PrivateTest"):
         s = data[split]
         yaw, pitch = _fer_poses(s.images)
@@ -316,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                     "n": int(m.sum()),
                     "accuracy": float(t["correct"][m].mean()),
                 }
-                for px in SIZE_CURVE_PX
-                if (m := size_rows & np.isclose(t["face_px"], px, atol=0.1)).any()
+                for px in sorted(set(t["face_px"][size_rows].tolist()), reverse=True)
+                if (m := size_rows & (t["face_px"] == px)).any()
             ],
             "sharpness": _binned(
                 t["sharpness"][not_noisy], t["correct"][not_noisy], SHARPNESS_EDGES
@@ -327,7 +363,9 @@ def main(argv: list[str] | None = None) -> int:
             "pitch": _binned(np.abs(pitch[t["index"][clean]]), t["correct"][clean], POSE_EDGES),
             "pose_found": float(np.mean(~np.isnan(yaw))),
         }
-        gates[split] = _gate_report(gate, t, yaw, pitch)
+        issues = gate_issues(gate, t, yaw, pitch)
+        gates[split] = _gate_report(t, issues)
+        neutral[split] = _neutral_report(t, issues)
         # derived numbers only (no pixels): for choosing thresholds without a rerun
         np.savez_compressed(out / f"table_{split}.npz", yaw=yaw, pitch=pitch, **t)
     media = {}
@@ -337,7 +375,11 @@ def main(argv: list[str] | None = None) -> int:
             for f in Path(a.media).iterdir()
             if f.suffix.lower() in {".gif", ".jpg", ".jpeg", ".png", ".mp4"}
         )
-        media = _media(files, gate, a.every)
+        try:
+            media = _media(files, gate, a.every)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     report = {
         "gate": {
             "min_face_px": gate.min_face_px,
@@ -348,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "curves": curves,
         "gate_on_fer2013": gates,
+        "neutral_read_as_sad": neutral,
         "media": media,
         "command": "python -m inference_worker.quality_curves "
         + " ".join(sys.argv[1:] if argv is None else argv),
@@ -355,6 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
     _plot(curves, gate, out / "quality_curves.png")
     print(json.dumps({"gate": report["gate"], "gate_on_fer2013": gates}, indent=2))
+    for split, rep in neutral.items():
+        print(f"{split}: neutral faces read sad, per set:")
+        for name, row in rep["per_set"].items():
+            print(f"  {name:18s} {row['neutral_read_sad']:.3f}")
+        print(f"  all sets: {json.dumps(rep['all_sets'])}")
     for name, m in media.items():
         print(f"{name}: {m['assessed']} of {m['faces']} faces assessed; {m['issues']}")
         print(f"  mix all {m['mix_all_faces']}\n  mix assessed {m['mix_assessed_faces']}")

@@ -37,11 +37,19 @@ from typing import Any
 
 import numpy as np
 
-from ml.calibration import calibration_report, fit_temperature, plot_reliability
+from ml.calibration import (
+    ECE_BINS,
+    apply_temperature,
+    calibration_report,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    plot_reliability,
+)
 from ml.datasets import DatasetError, load_fer2013
 from ml.labels import EXPRESSIONS, NUM_CLASSES
 from ml.metrics import classification_report
-from ml.robustness import CORRUPTIONS
+from ml.robustness import CORRUPTIONS, format_markdown, plot_examples, run_suite
 
 EVAL_SPLITS: tuple[str, ...] = ("PublicTest", "PrivateTest")
 TTA_CROP: int = 4
@@ -528,7 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     calibration = _calibration(results, probabilities, dataset, out)
     robustness = None
     if suite:
-        robustness = _robustness(runs, dataset, suite, a.seed, out, progress)
+        fitted = {row: t["temperature"] for row, t in calibration["temperature"].items()}
+        robustness = _robustness(runs, dataset, suite, a.seed, out, progress, fitted)
 
     confusion: dict[str, dict[str, Any]] = {}
     for row, splits in results.items():
@@ -586,6 +595,13 @@ def main(argv: list[str] | None = None) -> int:
     if robustness:
         print("\ncorruption suite on PrivateTest (accuracy, macro-F1, ECE in %):\n")
         print((out / "robustness.md").read_text())
+        for row, rep in robustness["results"].items():
+            if "middle_severity_ece_at_temperature" in rep:
+                t = calibration["temperature"][row]["temperature"]
+                print(
+                    f"{row}: middle-severity ECE {rep['middle_severity_ece']:.4f} at T=1, "
+                    f"{rep['middle_severity_ece_at_temperature']:.4f} at the PublicTest T={t:.3f}"
+                )
     if peer_info.get("peer_error"):
         print(f"\npeer model NOT evaluated: {peer_info['peer_error']}")
     print(
@@ -623,16 +639,15 @@ def _calibration(
     The temperature is fitted on PublicTest and only *reported* on PrivateTest (ECE and NLL
     before and after); shipping one is ``ml.export``'s job.
     """
-    from ml.calibration import apply_temperature, expected_calibration_error
-    from ml.calibration import negative_log_likelihood as nll
-
     curves = {
         row: splits["PrivateTest"]["calibration"]
         for row, splits in results.items()
         if "PrivateTest" in splits
     }
     if curves:
-        plot_reliability(curves, out / "reliability.png", "reliability on PrivateTest (15 bins)")
+        plot_reliability(
+            curves, out / "reliability.png", f"reliability on PrivateTest ({ECE_BINS} bins)"
+        )
     temperature: dict[str, dict[str, float]] = {}
     for row, probs in probabilities.items():
         if "PublicTest" not in probs or "PrivateTest" not in probs:
@@ -640,31 +655,42 @@ def _calibration(
         if not len(dataset["PublicTest"]) or not len(dataset["PrivateTest"]):
             continue
         t = fit_temperature(probs["PublicTest"], dataset["PublicTest"].labels)
-        test, labels = probs["PrivateTest"], dataset["PrivateTest"].labels
-        scaled = apply_temperature(test, t)
+        labels = dataset["PrivateTest"].labels
+        scaled = apply_temperature(probs["PrivateTest"], t)
+        before = results[row]["PrivateTest"]["calibration"]
         temperature[row] = {
             "temperature": t,
             "fitted_on": "PublicTest",
-            "ece_before": expected_calibration_error(test, labels),
+            "ece_before": before["ece"],
             "ece_after": expected_calibration_error(scaled, labels),
-            "nll_before": nll(test, labels),
-            "nll_after": nll(scaled, labels),
+            "nll_before": before["nll"],
+            "nll_after": negative_log_likelihood(scaled, labels),
         }
     return {
-        "bins": 15,
+        "bins": ECE_BINS,
         "reliability_png": "reliability.png" if curves else None,
         "temperature": temperature,
     }
 
 
-def _robustness(runs, dataset, names, seed: int, out: Path, progress: bool) -> dict[str, Any]:
-    """Run the corruption suite on PrivateTest for the single-view rows; write JSON and Markdown."""
-    from ml.robustness import format_markdown, plot_examples, run_suite
+def _robustness(
+    runs, dataset, names, seed: int, out: Path, progress: bool, temperatures: dict[str, float]
+) -> dict[str, Any]:
+    """Run the corruption suite on PrivateTest for the single-view rows; write JSON and Markdown.
 
+    ``temperatures`` (fitted on PublicTest by :func:`_calibration`) are also scored on every
+    corrupted set (``ece_at_temperature``), to show whether shipping one would help.
+    """
     test = dataset["PrivateTest"]
     predictors = {row: predict for row, predict, tta in runs if not tta}
     results = run_suite(
-        predictors, test.images, test.labels, names=names, seed=seed, progress=progress
+        predictors,
+        test.images,
+        test.labels,
+        names=names,
+        seed=seed,
+        progress=progress,
+        temperatures=temperatures,
     )
     table = format_markdown(results)
     (out / "robustness.md").write_text(table)

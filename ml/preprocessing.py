@@ -17,6 +17,30 @@ PREPROCESSING: str = "gray, resize to 48x48 (INTER_AREA when shrinking), float32
 """Human-readable description written into every model's metadata file."""
 
 
+def to_gray(face: np.ndarray, *, index: int = 0) -> np.ndarray:
+    """One ``uint8`` crop as a C-contiguous gray ``(H, W)`` array (RGB is converted by OpenCV).
+
+    Args:
+        face: ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` RGB, ``uint8``, not empty.
+        index: the crop's position in its batch, for error messages.
+
+    Raises:
+        ValueError: not ``uint8``, empty, or another shape.
+    """
+    face = np.ascontiguousarray(face)  # OpenCV rejects negative strides (flipped views)
+    if face.dtype != np.uint8:
+        raise ValueError(f"face {index}: expected uint8 pixels, got {face.dtype}")
+    if face.size == 0:
+        raise ValueError(f"face {index}: empty crop {face.shape}")
+    if face.ndim == 3 and face.shape[2] == 3:
+        return cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
+    if face.ndim == 3 and face.shape[2] == 1:
+        return np.ascontiguousarray(face[:, :, 0])
+    if face.ndim != 2:
+        raise ValueError(f"face {index}: expected (H, W) or (H, W, 3), got shape {face.shape}")
+    return face
+
+
 def preprocess_faces(faces: np.ndarray | list[np.ndarray], size: int = INPUT_SIZE) -> np.ndarray:
     """Turn face crops into model input.
 
@@ -46,17 +70,7 @@ def preprocess_faces(faces: np.ndarray | list[np.ndarray], size: int = INPUT_SIZ
         return out
     out = np.empty((len(faces), size, size, 1), np.float32)
     for i, face in enumerate(faces):
-        face = np.ascontiguousarray(face)  # OpenCV rejects negative strides (flipped views)
-        if face.dtype != np.uint8:
-            raise ValueError(f"face {i}: expected uint8 pixels, got {face.dtype}")
-        if face.size == 0:
-            raise ValueError(f"face {i}: empty crop {face.shape}")
-        if face.ndim == 3 and face.shape[2] == 3:
-            face = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
-        elif face.ndim == 3 and face.shape[2] == 1:
-            face = face[:, :, 0]
-        elif face.ndim != 2:
-            raise ValueError(f"face {i}: expected (H, W) or (H, W, 3), got shape {face.shape}")
+        face = to_gray(face, index=i)
         if face.shape != (size, size):
             shrinking = face.shape[0] > size or face.shape[1] > size
             face = cv2.resize(

@@ -36,6 +36,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ml.calibration import apply_temperature, expected_calibration_error, negative_log_likelihood
+from ml.labels import EXPRESSIONS
+from ml.metrics import classification_report
+
 __all__ = [
     "CORRUPTIONS",
     "SEVERITIES",
@@ -241,18 +245,21 @@ def face_width_px(name: str, severity: int, native_px: float = 48.0) -> float:
     return float(native_px)
 
 
-def _scores(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    from ml.calibration import expected_calibration_error, negative_log_likelihood
-    from ml.labels import EXPRESSIONS
-    from ml.metrics import classification_report
-
+def _scores(
+    probabilities: np.ndarray, labels: np.ndarray, temperature: float | None = None
+) -> dict[str, float]:
     rep = classification_report(labels, probabilities.argmax(axis=1), EXPRESSIONS)
-    return {
+    scores = {
         "accuracy": rep["accuracy"],
         "macro_f1": rep["macro_f1"],
         "ece": expected_calibration_error(probabilities, labels),
         "nll": negative_log_likelihood(probabilities, labels),
     }
+    if temperature is not None:
+        scores["ece_at_temperature"] = expected_calibration_error(
+            apply_temperature(probabilities, temperature), labels
+        )
+    return scores
 
 
 def run_suite(
@@ -264,6 +271,7 @@ def run_suite(
     seed: int = 0,
     batch_size: int = 512,
     progress: bool = True,
+    temperatures: dict[str, float] | None = None,
 ) -> dict[str, dict]:
     """Score every predictor on the clean faces and on every corruption and severity.
 
@@ -278,12 +286,16 @@ def run_suite(
         seed: see :func:`corrupt`.
         batch_size: faces per predictor call.
         progress: show a tqdm bar (one step per corrupted set).
+        temperatures: ``{row: T}``; for those rows every cell also gets the ECE after
+            :func:`ml.calibration.apply_temperature` (a temperature fitted elsewhere, e.g. on
+            PublicTest), and the row ``middle_severity_ece_at_temperature``.
 
     Returns:
         ``{row: {"clean": scores, "corruptions": {name: {"1"|"2"|"3": scores}},
         "mean_accuracy", "mean_drop_points", "mean_macro_f1", "mean_ece",
-        "middle_severity_ece"}}`` where ``scores = {"accuracy", "macro_f1", "ece", "nll"}``;
-        ``mean_drop_points`` is ``100 * (clean accuracy - mean corrupted accuracy)``.
+        "middle_severity_ece"}}`` where ``scores = {"accuracy", "macro_f1", "ece", "nll"}``
+        (+ ``"ece_at_temperature"``); ``mean_drop_points`` is ``100 * (clean accuracy - mean
+        corrupted accuracy)``.
 
     Raises:
         KeyError: an unknown corruption name.
@@ -300,15 +312,19 @@ def run_suite(
         parts = [predict(faces[i : i + batch_size]) for i in range(0, len(faces), batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, 7), np.float32)
 
+    temperatures = temperatures or {}
     out: dict[str, dict] = {
-        row: {"clean": _scores(predict_all(p, images), labels), "corruptions": {}}
+        row: {
+            "clean": _scores(predict_all(p, images), labels, temperatures.get(row)),
+            "corruptions": {},
+        }
         for row, p in predictors.items()
     }
     steps = [(n, s) for n in names for s in SEVERITIES]
     for name, severity in tqdm(steps, desc="corruption suite", unit="set", disable=not progress):
         faces = corrupt(images, name, severity, seed=seed)
         for row, predict in predictors.items():
-            scores = _scores(predict_all(predict, faces), labels)
+            scores = _scores(predict_all(predict, faces), labels, temperatures.get(row))
             out[row]["corruptions"].setdefault(name, {})[str(severity)] = scores
     for rep in out.values():
         cells = [s for sev in rep["corruptions"].values() for s in sev.values()]
@@ -319,6 +335,10 @@ def run_suite(
             rep["mean_macro_f1"] = float(np.mean([c["macro_f1"] for c in cells]))
             rep["mean_ece"] = float(np.mean([c["ece"] for c in cells]))
             rep["middle_severity_ece"] = float(np.mean([c["ece"] for c in middle]))
+            if "ece_at_temperature" in rep["clean"]:
+                rep["middle_severity_ece_at_temperature"] = float(
+                    np.mean([c["ece_at_temperature"] for c in middle])
+                )
     return out
 
 

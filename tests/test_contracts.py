@@ -122,6 +122,7 @@ def test_an_unassessed_face_round_trips_with_its_issue_and_no_expression():
     assert small.attentive is True and small.yaw_deg == 10.0  # pose and attention are kept
     assert FrameResultPayload.from_dict(payload.to_dict()) == payload
     assert contracts.QUALITY_ISSUES == ("too_small", "turned_away", "too_dark", "blurred")
+    assert list(contracts.QUALITY_ISSUE_LABELS) == list(contracts.QUALITY_ISSUES)
 
 
 def test_contract_error_is_a_value_error():

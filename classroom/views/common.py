@@ -135,11 +135,17 @@ def _iso(value) -> str | None:
 def _chart_context(session) -> dict[str, Any]:
     # Attention-only pages get no expression names at all, not even for a hidden chart.
     if not selectors.expressions_on(session):
-        return {"expressions_on": False, "expressions": [], "expression_colours": {}}
+        return {
+            "expressions_on": False,
+            "expressions": [],
+            "expression_colours": {},
+            "quality_issue_labels": {},
+        }
     return {
         "expressions_on": True,
         "expressions": EXPRESSIONS,
         "expression_colours": EXPRESSION_COLOURS,
+        "quality_issue_labels": QUALITY_ISSUE_LABELS,
     }
 
 

@@ -75,6 +75,21 @@ def test_run_suite_scores_a_model_that_only_reads_clean_faces(faces):
     expected = float(np.mean(labels == 0))  # only the angry faces are still right
     assert rep["mean_accuracy"] == pytest.approx(expected)
     assert rep["mean_drop_points"] == pytest.approx(100 * (1 - expected))
+    assert "ece_at_temperature" not in rep["clean"]
+    # a temperature of 1 changes nothing; a fitted one is scored on every cell
+    same = run_suite(
+        {"m": knows_clean}, faces, labels, names=("jpeg",), progress=False, temperatures={"m": 1.0}
+    )["m"]
+    for cell in [same["clean"], *same["corruptions"]["jpeg"].values()]:
+        assert cell["ece_at_temperature"] == pytest.approx(cell["ece"], abs=1e-6)
+    soft = run_suite(
+        {"m": knows_clean}, faces, labels, names=("jpeg",), progress=False, temperatures={"m": 5.0}
+    )["m"]
+    # one-hot answers made soft: confidence falls below 1, so the always-right clean ECE rises
+    assert soft["clean"]["ece_at_temperature"] > 0.01 and soft["clean"]["ece"] == 0.0
+    assert soft["middle_severity_ece_at_temperature"] == pytest.approx(
+        soft["corruptions"]["jpeg"]["2"]["ece_at_temperature"]
+    )
     table = format_markdown(res)
     assert table.count("\n| jpeg |") == 3 and "mean drop" in table
     with pytest.raises(KeyError):
@@ -136,6 +151,8 @@ def test_cli_corruption_suite_writes_json_markdown_and_examples(
     row = report["results"]["expression_cnn.tflite"]
     assert set(row["corruptions"]) == {"jpeg", "rotation"}
     assert 0 <= row["corruptions"]["jpeg"]["3"]["ece"] <= 1
+    assert 0 <= row["middle_severity_ece_at_temperature"] <= 1  # the PublicTest temperature
+    assert "at the PublicTest T=" in stdout
     assert (out / "robustness.md").read_text().startswith("| corruption | severity |")
     assert (out / "corruption_examples.png").stat().st_size > 1000
     assert json.loads((out / "metrics.json").read_text())["robustness"]["seed"] == 0

@@ -16,6 +16,8 @@
 
   var expressions = C.readJSON('expressions-data') || [];
   var colours = C.readJSON('colours-data') || {};
+  // face-quality issue -> how it is said (contracts.QUALITY_ISSUE_LABELS, from the page)
+  var issueText = C.readJSON('quality-issues-data') || {};
   var lagWarnMs = Number(board.dataset.lagWarnMs) || 1000;
   var el = {
     facesNow: document.getElementById('faces-now'),
@@ -76,15 +78,13 @@
     el.mixEmpty.hidden = labels.length > 0;
   }
 
-  var ISSUE_TEXT = { too_small: 'too small', turned_away: 'turned away', too_dark: 'too dark', blurred: 'blurred' };
-
   /** "Expression read on N of M faces; not read: a too small, b blurred." ('' when no face). */
   function coverageText(coverage) {
     if (!coverage || !coverage.faces) { return ''; }
     var text = 'Expression read on ' + coverage.read + ' of ' + coverage.faces + ' faces';
     var reasons = Object.keys(coverage.not_read || {}).filter(function (k) {
       return coverage.not_read[k] > 0;
-    }).map(function (k) { return coverage.not_read[k] + ' ' + (ISSUE_TEXT[k] || k); });
+    }).map(function (k) { return coverage.not_read[k] + ' ' + (issueText[k] || k); });
     return text + (reasons.length ? '; not read: ' + reasons.join(', ') : '') + '.';
   }
 

@@ -40,7 +40,7 @@ import numpy as np
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from contracts import QUALITY_ISSUES, AnalysisMode
+from contracts import QUALITY_ISSUE_LABELS, QUALITY_ISSUES, AnalysisMode
 from inference_worker import pipeline, runtime
 from inference_worker.blazeface import DETECTOR_MODELS
 from inference_worker.detection import SOURCES
@@ -102,7 +102,7 @@ def summarize(analyses: list[pipeline.FrameAnalysis]) -> dict[str, Any]:
 def coverage_text(summary: dict[str, Any]) -> str:
     """``"expression read on 3 of 4 faces (not read: 1 too small)"`` for :func:`summarize`'s dict."""
     reasons = ", ".join(
-        f"{n} {issue.replace('_', ' ')}" for issue, n in summary["not_read"].items() if n
+        f"{n} {QUALITY_ISSUE_LABELS[issue]}" for issue, n in summary["not_read"].items() if n
     )
     text = f"expression read on {summary['read']} of {summary['faces']} faces"
     return text + (f" (not read: {reasons})" if reasons else "")
@@ -277,7 +277,7 @@ class Command(BaseCommand):
         for i, face in enumerate(analysis.faces, start=1):
             x, y, w, h = face.box
             if face.assessed is False:
-                expression = f"not read ({face.quality_issue.replace('_', ' ')})  "
+                expression = f"not read ({QUALITY_ISSUE_LABELS[face.quality_issue]})  "
             elif face.label is None:
                 expression = ""
             else:
