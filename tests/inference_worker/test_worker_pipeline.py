@@ -15,10 +15,10 @@ from inference_worker.pipeline import (
     analyze_bytes,
     analyze_frame,
     decode_image,
-    square_crop,
+    face_crop,
 )
 from ml.labels import EXPRESSIONS
-from ml.preprocessing import preprocess_faces
+from ml.preprocessing import aligned_crop, eye_roll_deg, preprocess_faces
 from tests.inference_worker.worker_fakes import (
     FACE_KEYS,
     FakeClassifier,
@@ -76,7 +76,7 @@ def test_all_faces_of_a_frame_are_classified_in_one_batch():
     # the classifier gets its own input: gray 48x48 uint8, as preprocess_faces makes it
     for crop, box in zip(classifier.calls[0], boxes, strict=True):
         assert crop.dtype == np.uint8 and crop.shape == (48, 48)
-        expected = preprocess_faces([square_crop(_frame(100, 200), box)])[0, :, :, 0]
+        expected = preprocess_faces([face_crop(_frame(100, 200), Detection(box, 0.9))])[0, :, :, 0]
         assert np.array_equal(crop, np.rint(expected * 255).astype(np.uint8))
     assert analysis.face_count == 3
     assert all(f.assessed for f in analysis.faces)
@@ -187,51 +187,88 @@ def test_analyze_frame_rejects_non_rgb_uint8(bad, fake_detector, fake_classifier
         analyze_frame(bad, fake_detector, fake_classifier)
 
 
-# --- square_crop ----------------------------------------------------------------------------
+# --- face_crop and aligned_crop ---------------------------------------------------------------
 
 
-def test_square_crop_in_the_middle_is_square_with_margin():
+def test_face_crop_in_the_middle_is_square_with_margin():
     rgb = _frame(200, 300)
-    crop = square_crop(rgb, (100.0, 50.0, 40.0, 50.0), margin=0.2)
+    crop = face_crop(rgb, Detection(box=(100.0, 50.0, 40.0, 50.0), score=0.9), margin=0.2)
     assert crop.shape == (60, 60, 3)  # longer side 50 * 1.2
     # centred on the box centre (120, 75)
     np.testing.assert_array_equal(crop, rgb[45:105, 90:150])
 
 
-def test_square_crop_without_margin_is_the_longer_side():
-    crop = square_crop(_frame(200, 300), (100.0, 50.0, 40.0, 50.0), margin=0.0)
+def test_face_crop_without_margin_is_the_longer_side():
+    crop = face_crop(_frame(200, 300), Detection((100.0, 50.0, 40.0, 50.0), 0.9), margin=0.0)
     assert crop.shape == (50, 50, 3)
 
 
 @pytest.mark.parametrize(
-    ("box", "expected_shape"),
+    ("box", "inside"),
     [
-        ((-10.0, -10.0, 40.0, 40.0), (34, 34, 3)),  # top-left corner: square 48 from (-14, -14)
-        ((280.0, 180.0, 40.0, 40.0), (24, 24, 3)),  # bottom-right corner: from (276, 176)
-        ((0.0, 80.0, 40.0, 40.0), (48, 44, 3)),  # left edge: x from -4 clipped to 0
+        ((-10.0, -10.0, 40.0, 40.0), (slice(14, 48), slice(14, 48), slice(0, 34), slice(0, 34))),
+        (
+            (280.0, 180.0, 40.0, 40.0),
+            (slice(0, 24), slice(0, 24), slice(176, 200), slice(276, 300)),
+        ),
     ],
 )
-def test_square_crop_is_clipped_at_the_frame_edges(box, expected_shape):
+def test_face_crop_at_the_frame_edge_stays_square_and_repeats_the_border(box, inside):
     rgb = _frame(200, 300)
-    crop = square_crop(rgb, box, margin=0.2)
-    assert crop.shape == expected_shape
-    assert crop.base is rgb or crop.base is rgb.base  # a view, no copy
+    crop = face_crop(rgb, Detection(box, 0.9), margin=0.2)
+    assert crop.shape == (48, 48, 3)
+    cy, cx, fy, fx = inside
+    np.testing.assert_array_equal(crop[cy, cx], rgb[fy, fx])  # the part inside the frame
+    if box[0] < 0:  # left of the frame: copies of column 0
+        np.testing.assert_array_equal(crop[20, :14], np.repeat(rgb[6:7, 0], 14, axis=0))
 
 
-def test_square_crop_outside_the_frame_is_an_error():
+def _eyes_at(angle_deg: float, centre=(100.0, 100.0), half=30.0):
+    a = np.radians(angle_deg)
+    right = (centre[0] - half * np.cos(a), centre[1] - half * np.sin(a))
+    left = (centre[0] + half * np.cos(a), centre[1] + half * np.sin(a))
+    return right, left
+
+
+def test_eye_roll_is_the_angle_of_the_eye_line():
+    for angle in (0.0, 12.0, -25.0):
+        assert eye_roll_deg(*_eyes_at(angle)) == pytest.approx(angle)
+
+
+def test_face_crop_levels_tilted_eyes_and_leaves_level_ones():
+    image = np.zeros((200, 200, 3), np.uint8)
+    right, left = _eyes_at(20.0)
+    for x, y in (right, left):
+        cv2.circle(image, (round(x), round(y)), 4, (255, 255, 255), -1)
+    keypoints = (right, left, (100.0, 110.0), (100.0, 130.0), (60.0, 100.0), (140.0, 100.0))
+    detection = Detection((60.0, 60.0, 80.0, 80.0), 0.9, keypoints)
+    levelled = face_crop(image, detection, margin=0.0, level_above_deg=10.0)
+    ys, xs = np.nonzero(levelled[:, :, 0] > 128)
+    on_left = xs < 40
+    assert abs(ys[on_left].mean() - ys[~on_left].mean()) < 1.0  # level
+    assert abs(ys.mean() - 39.5) < 1.0  # still centred
+    # Below the threshold, or with levelling off, the crop is the plain square.
+    plain = image[60:140, 60:140]
+    np.testing.assert_array_equal(face_crop(image, detection, 0.0, level_above_deg=25.0), plain)
+    np.testing.assert_array_equal(face_crop(image, detection, 0.0, level_above_deg=None), plain)
+    # Without keypoints there is nothing to level by.
+    np.testing.assert_array_equal(face_crop(image, Detection(detection.box, 0.9), 0.0), plain)
+
+
+def test_face_crop_outside_the_frame_is_an_error():
     with pytest.raises(ValueError, match="outside"):
-        square_crop(_frame(100, 100), (500.0, 500.0, 20.0, 20.0))
+        face_crop(_frame(100, 100), Detection((500.0, 500.0, 20.0, 20.0), 0.9))
 
 
 @pytest.mark.parametrize("box", [(0.0, 0.0, 0.0, 10.0), (0.0, 0.0, 10.0, -1.0), (1.0, 2.0, 3.0)])
-def test_square_crop_rejects_degenerate_boxes(box):
+def test_aligned_crop_rejects_degenerate_boxes(box):
     with pytest.raises(ValueError):
-        square_crop(_frame(), box)
+        aligned_crop(_frame(), box, 0.2)
 
 
-def test_square_crop_rejects_a_negative_margin():
+def test_aligned_crop_rejects_a_negative_margin():
     with pytest.raises(ValueError, match="margin"):
-        square_crop(_frame(), (10.0, 10.0, 20.0, 20.0), margin=-0.1)
+        aligned_crop(_frame(), (10.0, 10.0, 20.0, 20.0), -0.1)
 
 
 def test_detections_entirely_outside_the_frame_are_dropped(fake_classifier):

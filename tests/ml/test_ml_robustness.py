@@ -158,3 +158,8 @@ def test_cli_corruption_suite_writes_json_markdown_and_examples(
     assert json.loads((out / "metrics.json").read_text())["robustness"]["seed"] == 0
     assert main([*args, "--corruptions", "fog"]) == 2
     assert "unknown corruption" in capsys.readouterr().err
+    # Choosing between models: the suite on PublicTest (21 faces in the tiny file).
+    assert main([*args, "--corruptions", "jpeg", "--suite-split", "PublicTest"]) == 0
+    assert "corruption suite on PublicTest" in capsys.readouterr().out
+    report = json.loads((out / "robustness.json").read_text())
+    assert report["split"] == "PublicTest" and report["n"] == 21
