@@ -334,6 +334,7 @@ def _pairs(rows: Sequence[BenchRow]) -> list[tuple[BenchRow, BenchRow]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI (see the module docstring). Returns the exit status."""
     from inference_worker.detection import SOURCES
+    from ml.complexity import cpu_description
     from ml.inference import SHIPPED_DIR
 
     parser = argparse.ArgumentParser(
@@ -424,6 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             json.dumps(
                 {
+                    "cpu": cpu_description(),
                     "source": args.source,
                     "repeats": args.repeats,
                     "rows": rows_json,
@@ -432,6 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     else:
+        print(f"CPU: {cpu_description()}")
         print(f"source={args.source} repeats={args.repeats} classifier={classifier!r}")
         print(format_table(rows))
     return 0

@@ -105,6 +105,7 @@ def test_our_pipeline_on_the_webcam_sample(capsys):
     assert set(ms) == set(STAGES) and all(v > 0 for v in ms.values())
     assert ms["total"] >= ms["detect"] + ms["classify"]
     assert row["fps"] > 0 and result["comparisons"] == []
+    assert "cores" in result["cpu"] and "AMX" in result["cpu"]  # the machine beside the figures
 
 
 @pytest.mark.slow
