@@ -34,15 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _albumentations():
-    try:
-        import albumentations as A  # noqa: N812 (the library's own convention)
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "robust augmentation needs albumentations: pip install -e '.[ml]'"
-        ) from exc
-    return A
+from ml.robustness import import_albumentations
 
 
 def robust_augmentation(seed: int | None = None):
@@ -57,7 +49,7 @@ def robust_augmentation(seed: int | None = None):
     """
     import cv2
 
-    A = _albumentations()  # noqa: N806
+    A = import_albumentations()  # noqa: N806
     return A.Compose(
         [
             A.HorizontalFlip(p=0.5),

@@ -47,6 +47,7 @@ __all__ = [
     "corrupt",
     "face_width_px",
     "format_markdown",
+    "import_albumentations",
     "plot_examples",
     "run_suite",
 ]
@@ -72,18 +73,20 @@ class Corruption:
     build: Callable[[int], object]
 
 
-def _albumentations():
+def import_albumentations():
+    """``albumentations``, or an ImportError that says which extra installs it."""
     try:
         import albumentations as A  # noqa: N812 (the library's own convention)
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError(
-            "the corruption suite needs albumentations: pip install -e '.[ml]'"
+            "the corruption suite and robust augmentation need albumentations: "
+            "pip install -e '.[ml]'"
         ) from exc
     return A
 
 
 def _low_light(severity: int):
-    A = _albumentations()  # noqa: N806
+    A = import_albumentations()  # noqa: N806
     scale, sigma = {1: (0.5, 0.02), 2: (0.35, 0.04), 3: (0.25, 0.06)}[severity]
     return A.Compose(
         [
@@ -97,7 +100,7 @@ def _low_light(severity: int):
 
 
 def _overexposure(severity: int):
-    A = _albumentations()  # noqa: N806
+    A = import_albumentations()  # noqa: N806
     contrast, brightness = {1: (-0.3, 0.2), 2: (-0.5, 0.35), 3: (-0.7, 0.5)}[severity]
     return A.RandomBrightnessContrast(
         brightness_limit=(brightness, brightness), contrast_limit=(contrast, contrast), p=1.0
@@ -105,19 +108,19 @@ def _overexposure(severity: int):
 
 
 def _defocus(severity: int):
-    A = _albumentations()  # noqa: N806
+    A = import_albumentations()  # noqa: N806
     radius = {1: 2, 2: 3, 3: 4}[severity]
     return A.Defocus(radius=(radius, radius), alias_blur=(0.1, 0.1), p=1.0)
 
 
 def _motion_blur(severity: int):
-    A = _albumentations()  # noqa: N806
+    A = import_albumentations()  # noqa: N806
     kernel = {1: 5, 2: 7, 3: 9}[severity]
     return A.MotionBlur(blur_limit=(kernel, kernel), allow_shifted=False, p=1.0)
 
 
 def _jpeg(severity: int):
-    A = _albumentations()  # noqa: N806
+    A = import_albumentations()  # noqa: N806
     quality = {1: 30, 2: 15, 3: 8}[severity]
     return A.ImageCompression(compression_type="jpeg", quality_range=(quality, quality), p=1.0)
 
@@ -129,7 +132,7 @@ LOW_RESOLUTION_WIDTHS: dict[int, int] = {1: 24, 2: 16, 3: 12}
 def _low_resolution(severity: int):
     import cv2
 
-    A = _albumentations()  # noqa: N806
+    A = import_albumentations()  # noqa: N806
     scale = LOW_RESOLUTION_WIDTHS[severity] / 48.0
     return A.Downscale(
         scale_range=(scale, scale),
@@ -141,7 +144,7 @@ def _low_resolution(severity: int):
 def _rotation(severity: int):
     import cv2
 
-    A = _albumentations()  # noqa: N806
+    A = import_albumentations()  # noqa: N806
     angle = {1: 10.0, 2: 20.0, 3: 30.0}[severity]
     return A.OneOf(
         [
@@ -153,7 +156,7 @@ def _rotation(severity: int):
 
 
 def _occlusion(severity: int):
-    A = _albumentations()  # noqa: N806
+    A = import_albumentations()  # noqa: N806
     side = {1: 0.25, 2: 0.35, 3: 0.45}[severity]
     return A.CoarseDropout(
         num_holes_range=(1, 1),
@@ -226,7 +229,7 @@ def corrupt(images: np.ndarray, name: str, severity: int, *, seed: int = 0) -> n
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 3:
         raise ValueError(f"expected uint8 (N, H, W) faces, got {images.dtype} {images.shape}")
-    A = _albumentations()  # noqa: N806
+    A = import_albumentations()  # noqa: N806
     pipeline = A.Compose([CORRUPTIONS[name].build(severity)], seed=seed)
     out = np.empty_like(images)
     for i, image in enumerate(images):

@@ -215,6 +215,32 @@ def _read_fer2013_rows(p: Path, limit: int | None) -> tuple[list[np.ndarray], li
     return images, labels, usages
 
 
+def _ferplus_votes(path: str | os.PathLike, columns: list[str]) -> np.ndarray:
+    """``int64`` ``(rows, len(columns))`` vote counts of a FER+ csv; see :func:`load_ferplus`."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DatasetError(f"FER+ csv not found: {p}")
+    with _open_text(p) as fh:
+        reader = csv.DictReader(fh)
+        missing = set(columns) - set(reader.fieldnames or ())
+        if missing:
+            raise DatasetError(f"{p}: line 1: missing columns {sorted(missing)}")
+        votes = []
+        for row in reader:
+            try:
+                votes.append([int(row[c]) for c in columns])
+            except (TypeError, ValueError):
+                raise DatasetError(f"{p}: line {reader.line_num}: votes are not integers") from None
+    return np.asarray(votes, np.int64).reshape(-1, len(columns))
+
+
+def _check_rows(path, rows: int, expected_rows: int | None) -> None:
+    if expected_rows is not None and rows != expected_rows:
+        raise DatasetError(
+            f"{Path(path).expanduser()}: {rows} rows, but FER2013 has {expected_rows}"
+        )
+
+
 def load_ferplus(
     path: str | os.PathLike | None, *, expected_rows: int | None = None
 ) -> np.ndarray | None:
@@ -237,26 +263,9 @@ def load_ferplus(
     """
     if path is None:
         return None
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise DatasetError(f"FER+ csv not found: {p}")
-    with _open_text(p) as fh:
-        reader = csv.DictReader(fh)
-        missing = set(_FERPLUS_TO_FER) - set(reader.fieldnames or ())
-        if missing:
-            raise DatasetError(f"{p}: line 1: missing columns {sorted(missing)}")
-        votes = []
-        for row in reader:
-            try:
-                v = [0.0] * NUM_CLASSES
-                for name, cls in _FERPLUS_TO_FER.items():
-                    v[cls] = float(int(row[name]))
-            except (TypeError, ValueError):
-                raise DatasetError(f"{p}: line {reader.line_num}: votes are not integers") from None
-            votes.append(v)
-    arr = np.asarray(votes, np.float32)
-    if expected_rows is not None and arr.shape[0] != expected_rows:
-        raise DatasetError(f"{p}: {arr.shape[0]} rows, but FER2013 has {expected_rows}")
+    names = sorted(_FERPLUS_TO_FER, key=_FERPLUS_TO_FER.get)  # FER2013 class order
+    arr = _ferplus_votes(path, names).astype(np.float32)
+    _check_rows(path, arr.shape[0], expected_rows)
     totals = arr.sum(axis=1, keepdims=True)
     arr = np.where(totals > 0, arr / np.maximum(totals, 1e-9), 1.0 / NUM_CLASSES)
     return arr.astype(np.float32)
@@ -266,8 +275,8 @@ def ferplus_unusable(path: str | os.PathLike, *, expected_rows: int | None = Non
     """Which FER2013 rows FER+ annotators judged unusable for expression training.
 
     A row is unusable when its most-voted FER+ column is ``NF`` (not a face) or ``unknown``
-    (ties go to the expression columns). Barsoum et al. 2016 drop these faces from FER+
-    training; about 1% of FER2013 Training.
+    (ties go to the expression columns), or when it has no vote at all. Barsoum et al. 2016
+    drop these faces from FER+ training; 320 of FER2013's 28,709 Training faces (1.1%).
 
     Args:
         path: ``fer2013new.csv``.
@@ -280,28 +289,11 @@ def ferplus_unusable(path: str | os.PathLike, *, expected_rows: int | None = Non
         DatasetError: missing file, missing columns, non-integer votes, or a row count that
             does not match FER2013.
     """
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise DatasetError(f"FER+ csv not found: {p}")
-    columns = [*_FERPLUS_TO_FER, "contempt", "unknown", "NF"]
-    with _open_text(p) as fh:
-        reader = csv.DictReader(fh)
-        missing = set(columns) - set(reader.fieldnames or ())
-        if missing:
-            raise DatasetError(f"{p}: line 1: missing columns {sorted(missing)}")
-        flags = []
-        for row in reader:
-            try:
-                votes = [int(row[c]) for c in columns]
-            except (TypeError, ValueError):
-                raise DatasetError(f"{p}: line {reader.line_num}: votes are not integers") from None
-            best = max(votes)
-            # Unusable only when no expression column reaches the top vote count.
-            flags.append(best == 0 or max(votes[:-2]) < best)
-    arr = np.asarray(flags, bool)
-    if expected_rows is not None and arr.shape[0] != expected_rows:
-        raise DatasetError(f"{p}: {arr.shape[0]} rows, but FER2013 has {expected_rows}")
-    return arr
+    votes = _ferplus_votes(path, [*_FERPLUS_TO_FER, "contempt", "unknown", "NF"])
+    _check_rows(path, votes.shape[0], expected_rows)
+    best = votes.max(axis=1)
+    # Unusable when no expression column (contempt included) reaches the top vote count.
+    return (best == 0) | (votes[:, :-2].max(axis=1) < best)
 
 
 __all__ = [
