@@ -141,7 +141,8 @@ def teacher_logits(
 
     Raises:
         FileNotFoundError: ``teacher_path`` does not exist.
-        ValueError: the teacher cannot be loaded or does not output 7 values.
+        ValueError: the teacher cannot be loaded, does not output 7 values, or ends in a
+            softmax (probabilities, not logits).
     """
     from tqdm.auto import tqdm
 
@@ -160,6 +161,9 @@ def teacher_logits(
     model = load_keras_model(teacher_path)
     if tuple(model.output_shape)[-1] != NUM_CLASSES:
         raise ValueError(f"teacher {teacher_path} outputs {model.output_shape}, not 7 logits")
+    activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", "")
+    if activation == "softmax":
+        raise ValueError(f"teacher {teacher_path} outputs probabilities; distillation needs logits")
     out = {}
     for name, x in images.items():
         chunks = []

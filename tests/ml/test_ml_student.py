@@ -133,6 +133,14 @@ def test_teacher_logits_are_cached_per_teacher_and_data(tmp_path, tiny_keras_mod
     np.testing.assert_allclose(other["Training"], first["Training"], rtol=1e-5, atol=1e-6)
     with pytest.raises(FileNotFoundError):
         teacher_logits(tmp_path / "missing.keras", {"Training": x}, cache)
+    # A teacher that ends in a softmax gives probabilities, which are not logits.
+    import keras
+
+    inp = keras.Input((48, 48, 1))
+    probs = keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(inp))
+    keras.Model(inp, probs).save(tmp_path / "softmax.keras")
+    with pytest.raises(ValueError, match="probabilities"):
+        teacher_logits(tmp_path / "softmax.keras", {"Training": x}, tmp_path / "s.npz")
 
 
 # --- slimming and cost ---------------------------------------------------------------------------
