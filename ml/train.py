@@ -442,12 +442,7 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
 
         unusable = ferplus_unusable(config.ferplus)
         keep = ~unusable[tr.rows]
-        tr = type(tr)(
-            images=tr.images[keep],
-            labels=tr.labels[keep],
-            rows=tr.rows[keep],
-            soft_labels=None if tr.soft_labels is None else tr.soft_labels[keep],
-        )
+        tr = tr.select(keep)
         print(f"left out {int((~keep).sum())} Training faces FER+ marks not-a-face or unknown")
     if len(tr) == 0 or len(va) == 0:
         raise ValueError("Training and PublicTest must both be non-empty")
@@ -800,8 +795,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         distill_temperature=a.distill_temperature,
         slim_from=a.slim_from,
     )
-    if cfg.ferplus_drop_unusable and not cfg.ferplus:
-        p.error("--ferplus-drop-unusable needs --ferplus")
     return cfg, a.resume
 
 

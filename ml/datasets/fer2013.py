@@ -65,6 +65,15 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def select(self, keep: np.ndarray) -> Split:
+        """The faces where ``keep`` (``bool`` ``(N,)``) is true, all fields subset alike."""
+        return Split(
+            images=self.images[keep],
+            labels=self.labels[keep],
+            rows=self.rows[keep],
+            soft_labels=None if self.soft_labels is None else self.soft_labels[keep],
+        )
+
     def class_counts(self) -> np.ndarray:
         """``int64`` ``(7,)`` number of images per class."""
         return np.bincount(self.labels, minlength=NUM_CLASSES)

@@ -227,6 +227,20 @@ def test_ferplus_unusable_marks_not_a_face_and_unknown_majorities(tmp_path):
     path = tmp_path / "p.csv"
     path.write_text("\n".join([header, *rows]) + "\n")
     np.testing.assert_array_equal(ferplus_unusable(path), [False, True, True, False, True])
+
+    from ml.datasets import Split
+
+    split = Split(
+        images=np.arange(5 * 4, dtype=np.uint8).reshape(5, 2, 2),
+        labels=np.arange(5),
+        rows=np.arange(10, 15),
+        soft_labels=np.eye(7, dtype=np.float32)[:5],
+    )
+    kept = split.select(~ferplus_unusable(path))
+    np.testing.assert_array_equal(kept.rows, [10, 13])
+    np.testing.assert_array_equal(kept.labels, [0, 3])
+    np.testing.assert_array_equal(kept.images, split.images[[0, 3]])
+    np.testing.assert_array_equal(kept.soft_labels, split.soft_labels[[0, 3]])
     with pytest.raises(DatasetError, match="5 rows, but FER2013 has 4"):
         ferplus_unusable(path, expected_rows=4)
 
