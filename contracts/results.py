@@ -11,6 +11,7 @@ The dict form (JSON-able, plain Python types)::
      "faces": [{
         "box": [x, y, w, h],            # normalised to the frame, 0..1 (clipped on reading)
         "score": float 0..1 | None,     # detector confidence (clamped on reading)
+        "presence": float 0..1 | None,  # second-stage face check's face presence (None: no check)
         "probabilities": [7 floats] | None,   # FER2013 order (contracts.EXPRESSIONS)
         "label": str | None,            # one of EXPRESSIONS
         "confidence": float 0..1 | None,
@@ -73,6 +74,9 @@ class FacePayload:
         box: ``(x, y, w, h)`` normalised to the frame and clipped to ``[0, 1]`` (detector
             boxes may reach past the frame's edges: the visible part is kept); ``w, h >= 0``.
         score: detector confidence clamped to ``[0, 1]``, or ``None``.
+        presence: the second-stage face check's face-presence score clamped to ``[0, 1]``
+            (``inference_worker.facecheck``), or ``None`` when no check ran; kept so that a
+            false box can be explained.
         probabilities: 7 finite floats in :data:`~contracts.labels.EXPRESSIONS` order, or
             ``None`` when no expression was computed.
         label: one of ``EXPRESSIONS``, or ``None`` (with ``probabilities``).
@@ -88,6 +92,7 @@ class FacePayload:
 
     box: tuple[float, float, float, float]
     score: float | None = None
+    presence: float | None = None
     probabilities: tuple[float, ...] | None = None
     label: str | None = None
     confidence: float | None = None
@@ -123,6 +128,7 @@ class FacePayload:
         x0, y0 = _unit(x), _unit(y)
         x1, y1 = _unit(x + max(w, 0.0)), _unit(y + max(h, 0.0))
         score = face.get("score")
+        presence = face.get("presence")
         attentive = face.get("attentive")
         if attentive is not None and not isinstance(attentive, bool):
             raise ContractError("face attentive must be true, false or null")
@@ -142,6 +148,7 @@ class FacePayload:
         return cls(
             box=(x0, y0, x1 - x0, y1 - y0),
             score=None if score is None else _unit(_finite(score, "score")),
+            presence=None if presence is None else _unit(_finite(presence, "presence")),
             probabilities=probabilities,
             label=label,
             confidence=confidence,
@@ -157,6 +164,7 @@ class FacePayload:
         return {
             "box": list(self.box),
             "score": self.score,
+            "presence": self.presence,
             "probabilities": None if self.probabilities is None else list(self.probabilities),
             "label": self.label,
             "confidence": self.confidence,

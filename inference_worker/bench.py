@@ -3,7 +3,7 @@
 ::
 
     python -m inference_worker.bench MEDIA... [--json] [--source webcam|screen|room]
-        [--peer-model PATH] [--repeats N] [--fps F] [--webcam-sample] [--no-peer]
+        [--peer-model PATH] [--repeats N] [--fps F] [--webcam-sample] [--no-peer] [--no-check]
 
 For every file (images: the file's bytes; videos: frames sampled at ``--fps``, each re-encoded
 as a JPEG of quality 90, as a browser would send it) two rows are measured on the SAME encoded
@@ -12,7 +12,8 @@ frames, each frame analysed ``--repeats`` times:
 * **ours**: :func:`inference_worker.pipeline.analyze_bytes` with the worker's models
   (:func:`inference_worker.runtime.get_detector` for ``--source``, default ``webcam``, and
   :func:`~inference_worker.runtime.get_classifier`, default the shipped LiteRT model): exactly
-  what a CPU worker runs per live frame (head pose included).
+  what a CPU worker runs per live frame (head pose and the second-stage face check included;
+  ``--no-check`` leaves the check out, to measure what it costs).
 * **peer**: the pipeline of the common public projects (e.g. ``oarriaga/face_classification``):
   ``cv2.imdecode``, gray conversion, OpenCV's Haar cascade
   ``haarcascade_frontalface_default.xml`` with ``detectMultiScale(gray, 1.3, 5)``, each face
@@ -362,6 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "positives on each still image",
     )
     parser.add_argument("--no-peer", action="store_true", help="measure our pipeline only")
+    parser.add_argument(
+        "--no-check", action="store_true", help="our pipeline without the second-stage face check"
+    )
     parser.add_argument("--repeats", type=int, default=10, help="passes over each file's frames")
     parser.add_argument("--fps", type=float, default=2.0, help="video frames sampled per second")
     parser.add_argument(
@@ -388,13 +392,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from inference_worker import runtime
 
-    detector = runtime.get_detector(args.source)
+    detector = runtime.get_detector(args.source, check=not args.no_check)
     classifier = runtime.get_classifier()
+    label = f"ours ({args.source}{', no check' if args.no_check else ''})"
     rows: list[BenchRow] = []
     for name, frames in inputs:
-        rows.append(
-            run_ours(name, frames, detector, classifier, args.repeats, f"ours ({args.source})")
-        )
+        rows.append(run_ours(name, frames, detector, classifier, args.repeats, label))
     if not args.no_peer:
         try:
             peer = PeerPipeline(Path(args.peer_model), args.haar)
@@ -427,6 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 {
                     "cpu": cpu_description(),
                     "source": args.source,
+                    "face_check": not args.no_check,
                     "repeats": args.repeats,
                     "rows": rows_json,
                     "comparisons": pairs,
@@ -435,7 +439,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         print(f"CPU: {cpu_description()}")
-        print(f"source={args.source} repeats={args.repeats} classifier={classifier!r}")
+        print(
+            f"source={args.source} face check={'off' if args.no_check else 'on'} "
+            f"repeats={args.repeats} classifier={classifier!r}"
+        )
         print(format_table(rows))
     return 0
 

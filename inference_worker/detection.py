@@ -51,21 +51,38 @@ class TileGrid:
 
     Attributes:
         cols: tiles across, ``>= 1``.
-        rows: tiles down, ``>= 1``.
+        rows: tiles down, ``>= 1``; ``0`` chooses them per frame so that the tiles come out
+            about square (:meth:`rows_for`).
         overlap: fraction of a tile's side shared with its neighbour, ``0 <= overlap < 1``.
             0.25 (the default) means a face up to a quarter of a tile wide that a tile border
             cuts is still whole in the neighbouring tile.
     """
 
     cols: int
-    rows: int
+    rows: int = 0
     overlap: float = 0.25
 
     def __post_init__(self) -> None:
-        if self.cols < 1 or self.rows < 1:
-            raise ValueError(f"a tile grid needs cols, rows >= 1, got {self.cols}x{self.rows}")
+        if self.cols < 1 or self.rows < 0:
+            raise ValueError(f"a tile grid needs cols >= 1, rows >= 0, got {self.cols}x{self.rows}")
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+
+    def rows_for(self, width: int, height: int) -> int:
+        """Rows over a ``width`` x ``height`` frame: ``rows``, or with ``rows=0`` the count that
+        makes the tiles closest to square, ``max(1, round(cols * height / width))``.
+
+        Why square: BlazeFace's input is square and MediaPipe letterboxes a wide tile into it,
+        so a 16:9 tile wastes 44% of the input and shows its faces that much smaller. A 4x2 grid
+        on a 16:9 frame shows the faces as large as a 4x4 grid does, in half the passes.
+        """
+        if self.rows:
+            return self.rows
+        return max(1, round(self.cols * height / width))
+
+    def tiles_for(self, width: int, height: int) -> int:
+        """Tiles (detector passes) over a ``width`` x ``height`` frame."""
+        return self.cols * self.rows_for(width, height)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +116,13 @@ class TilingSettings:
         detector_min_confidence: the score threshold the WRAPPED detector should be built with
             (``None``: its default); read by :func:`inference_worker.runtime.get_detector`.
             Must be ``<= min(min_score, verify_min_score)`` for those to have an effect.
+        edge_margin: a tile detection whose box comes within this fraction of the tile's side
+            of an INNER tile edge (one that is not the frame's border) is dropped; ``None``
+            keeps them. A face cut by a tile border is seen whole by the overlapping
+            neighbour tile or by the whole-frame pass, while the cut half gives a second,
+            shifted box (IoU with the whole one often under the NMS threshold): on the shared
+            head-pose and walking clips every ``screen``-mode duplicate was such a box, whose
+            edge lay on the tile border.
     """
 
     whole_frame: bool = True
@@ -111,11 +135,12 @@ class TilingSettings:
     verify_min_score: float = 0.5
     sure_score: float = 1.0
     detector_min_confidence: float | None = None
+    edge_margin: float | None = 0.01
 
-    @property
-    def passes(self) -> int:
-        """Detector calls per frame."""
-        return int(self.whole_frame) + sum(g.cols * g.rows for g in self.grids)
+    def passes(self, width: int = 640, height: int = 360) -> int:
+        """Detector calls per ``width`` x ``height`` frame (default a 16:9 640x360 one), not
+        counting verification."""
+        return int(self.whole_frame) + sum(g.tiles_for(width, height) for g in self.grids)
 
 
 SOURCES: tuple[str, ...] = (*(source.value for source in StreamSource), "room")
@@ -188,7 +213,8 @@ def tile_windows(width: int, height: int, grid: TileGrid) -> list[tuple[int, int
         grid: the grid.
 
     Returns:
-        ``cols * rows`` windows ``(x0, y0, x1, y1)`` (exclusive ends), row by row.
+        ``cols * grid.rows_for(width, height)`` windows ``(x0, y0, x1, y1)`` (exclusive
+        ends), row by row.
 
     Raises:
         ValueError: a non-positive frame size.
@@ -196,7 +222,7 @@ def tile_windows(width: int, height: int, grid: TileGrid) -> list[tuple[int, int
     if width < 1 or height < 1:
         raise ValueError(f"frame size must be positive, got {width}x{height}")
     tw, xs = _axis_starts(width, grid.cols, grid.overlap)
-    th, ys = _axis_starts(height, grid.rows, grid.overlap)
+    th, ys = _axis_starts(height, grid.rows_for(width, height), grid.overlap)
     return [(x, y, x + tw, y + th) for y in ys for x in xs]
 
 
@@ -319,6 +345,28 @@ def _map_detection(det: Detection, x0: int, y0: int, scale: float) -> Detection:
     )
 
 
+def _cut_by_inner_edge(
+    box: Sequence[float],
+    width: int,
+    height: int,
+    inner: tuple[bool, bool, bool, bool],
+    margin: float,
+) -> bool:
+    """Whether a box in tile pixels reaches within ``margin * side`` of an inner tile edge.
+
+    ``inner`` says which edges (left, top, right, bottom) are inside the frame.
+    """
+    x, y, w, h = box
+    mx, my = margin * width, margin * height
+    left, top, right, bottom = inner
+    return (
+        (left and x <= mx)
+        or (top and y <= my)
+        or (right and x + w >= width - mx)
+        or (bottom and y + h >= height - my)
+    )
+
+
 @dataclass
 class TiledFaceDetector:
     """A :class:`~inference_worker.pipeline.FaceDetector` that runs another one on tiles.
@@ -326,8 +374,9 @@ class TiledFaceDetector:
     For each frame: the wrapped detector runs on the whole frame (if
     ``settings.whole_frame``) and on every tile of every grid (tiles smaller than
     ``min_tile_side`` upscaled first); tile detections are mapped back to frame pixels, those
-    below ``min_score`` dropped, and the rest merged by :func:`nms`. Detector calls per frame:
-    ``settings.passes``.
+    below ``min_score`` or cut by an inner tile edge (``edge_margin``) dropped, and the rest
+    merged by :func:`nms`. Detector calls per frame:
+    ``settings.passes(width, height)`` plus one per verified detection.
 
     Args:
         detector: any face detector (a MediaPipe one, or a fake in tests).
@@ -379,7 +428,12 @@ class TiledFaceDetector:
                             (round(tile.shape[1] * scale), round(tile.shape[0] * scale)),
                             interpolation=cv2.INTER_CUBIC,
                         )
+                    inner = (x0 > 0, y0 > 0, x1 < bw, y1 < bh)
                     for det in self.detector.detect(np.ascontiguousarray(tile)):
+                        if settings.edge_margin is not None and _cut_by_inner_edge(
+                            det.box, tile.shape[1], tile.shape[0], inner, settings.edge_margin
+                        ):
+                            continue
                         in_base = _map_detection(det, x0, y0, scale)
                         found.append(_map_detection(in_base, 0, 0, base_scale))
         found = [d for d in found if d.score >= settings.min_score]

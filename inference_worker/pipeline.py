@@ -101,11 +101,14 @@ class Detection:
         keypoints: ``None``, or BlazeFace's 6 keypoints as ``(x, y)`` pixels in this order:
             right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion
             (the subject's right/left). Used for head pose (:mod:`inference_worker.headpose`).
+        presence: the second-stage face check's face-presence score, ``0..1``
+            (:mod:`inference_worker.facecheck`), or ``None`` when no check ran.
     """
 
     box: tuple[float, float, float, float]
     score: float
     keypoints: tuple[tuple[float, float], ...] | None = None
+    presence: float | None = None
 
 
 @runtime_checkable
@@ -148,6 +151,8 @@ class Face:
     Attributes:
         box: ``(x, y, w, h)`` normalised to the frame (``0..1``, top-left origin), clipped to it.
         score: detector confidence, ``0..1``.
+        presence: the second-stage face check's face-presence score, ``0..1``
+            (:mod:`inference_worker.facecheck`), or ``None`` when no check ran.
         probabilities: 7 floats in FER2013 order (:data:`ml.labels.EXPRESSIONS`), summing to 1;
             ``None`` when the frame was analysed without the classifier (attention only).
         label: the most probable expression, one of :data:`ml.labels.EXPRESSIONS`, or ``None``
@@ -184,6 +189,7 @@ class Face:
     quality_issue: str | None = None
     sharpness: float | None = None
     snr: float | None = None
+    presence: float | None = None
 
     def to_payload(self) -> FacePayload:
         """The face as the contract's :class:`contracts.FacePayload` (``keypoints`` left out)."""
@@ -193,7 +199,8 @@ class Face:
         """The face as the JSON-able dict of the result schema (:class:`contracts.FacePayload`).
 
         Returns:
-            ``{"box": [x, y, w, h], "score": float, "probabilities": [7 floats] | None,
+            ``{"box": [x, y, w, h], "score": float, "presence": float | None,
+            "probabilities": [7 floats] | None,
             "label": str | None, "confidence": float | None, "yaw_deg": float | None,
             "pitch_deg": float | None, "attentive": bool | None, "assessed": bool | None,
             "quality_issue": str | None}``.
@@ -487,6 +494,9 @@ def analyze_frame(
             Face(
                 box=_normalised_box(detection.box, width, height),
                 score=min(max(float(detection.score), 0.0), 1.0),
+                presence=None
+                if detection.presence is None
+                else min(max(float(detection.presence), 0.0), 1.0),
                 probabilities=None if row is None else tuple(float(p) for p in row),
                 label=None if best is None else EXPRESSIONS[best],
                 confidence=None if best is None else float(row[best]),

@@ -49,6 +49,8 @@ DEFAULT_CLASSIFIER_BACKEND: str = "litert"
 _lock = threading.RLock()
 _detectors: dict[str, FaceDetector] = {}
 _tiled: dict[str, FaceDetector] = {}
+_checked: dict[str, FaceDetector] = {}
+_face_check: list[Any] = []  # the process's FaceLandmarkCheck, once loaded
 _classifiers: dict[tuple[str | None, str, int, float], ExpressionModel] = {}
 
 
@@ -58,6 +60,8 @@ def _reset_after_fork() -> None:
     _lock = threading.RLock()
     _detectors.clear()
     _tiled.clear()
+    _checked.clear()
+    _face_check.clear()
     _classifiers.clear()
 
 
@@ -80,7 +84,34 @@ def detector_kind(kind: str | None = None) -> str:
     return value
 
 
-def get_detector(source: str | None = None, *, kind: str | None = None) -> FaceDetector:
+def face_check_enabled(check: bool | None = None) -> bool:
+    """Whether detections go through the second-stage face check (``None``: the
+    ``ENGAGEMENT_FACE_CHECK`` setting, default true)."""
+    if check is not None:
+        return bool(check)
+    value = setting("ENGAGEMENT_FACE_CHECK")
+    return value is True or str(value).strip().lower() in _TRUE
+
+
+def get_face_check() -> Any:
+    """The process's :class:`~inference_worker.facecheck.FaceLandmarkCheck` (LiteRT), loaded on
+    first use.
+
+    Raises:
+        FileNotFoundError: the shipped ``face_landmark.tflite`` is missing.
+    """
+    with _lock:
+        if not _face_check:
+            from inference_worker.facecheck import FaceLandmarkCheck
+
+            _face_check.append(FaceLandmarkCheck())
+            logger.info("loaded face check %r (pid %d)", _face_check[0], os.getpid())
+        return _face_check[0]
+
+
+def get_detector(
+    source: str | None = None, *, kind: str | None = None, check: bool | None = None
+) -> FaceDetector:
     """The process's face detector for a source (detection mode), loaded on first use.
 
     Args:
@@ -94,12 +125,16 @@ def get_detector(source: str | None = None, *, kind: str | None = None) -> FaceD
             See :data:`inference_worker.detection.SOURCE_SETTINGS`.
         kind: BlazeFace model, ``"full"`` or ``"short"``; ``None`` reads ``ENGAGEMENT_DETECTOR``
             (default ``"full"``).
+        check: run the second-stage face check (:mod:`inference_worker.facecheck`) on every
+            detection; ``None`` reads ``ENGAGEMENT_FACE_CHECK`` (default true).
 
     Returns:
         For ``webcam``: a :class:`~inference_worker.blazeface.MediaPipeFaceDetector`. Otherwise
         a :class:`~inference_worker.detection.TiledFaceDetector` around one (built with the
-        source's ``detector_min_confidence``). The same object for every call with the same
-        kind and source in this process; all keep BlazeFace's 6 keypoints in frame pixels.
+        source's ``detector_min_confidence``). With the check, that detector wrapped in a
+        :class:`~inference_worker.facecheck.CheckedFaceDetector`, whose detections carry their
+        ``presence``. The same object for every call with the same kind, source and check in
+        this process; all keep BlazeFace's 6 keypoints in frame pixels.
 
     Raises:
         ValueError: unknown source (the message names the valid ones).
@@ -120,14 +155,23 @@ def get_detector(source: str | None = None, *, kind: str | None = None) -> FaceD
             detector = MediaPipeFaceDetector(DETECTOR_MODELS[kind], **options)
             _detectors[base_key] = detector
             logger.info("loaded face detector %s (pid %d)", detector, os.getpid())
-        if not settings.grids and settings.whole_frame and confidence is None:
-            return detector  # webcam: the plain detector, one pass
         key = f"{kind}/{name}"
-        tiled = _tiled.get(key)
-        if tiled is None:
-            tiled = TiledFaceDetector(detector, settings)
-            _tiled[key] = tiled
-        return tiled
+        if settings.grids or not settings.whole_frame or confidence is not None:
+            tiled = _tiled.get(key)
+            if tiled is None:
+                tiled = TiledFaceDetector(detector, settings)
+                _tiled[key] = tiled
+            detector = tiled
+        # else webcam: the plain detector, one pass
+        if not face_check_enabled(check):
+            return detector
+        checked = _checked.get(key)
+        if checked is None:
+            from inference_worker.facecheck import CheckedFaceDetector
+
+            checked = CheckedFaceDetector(detector, get_face_check())
+            _checked[key] = checked
+        return checked
 
 
 def classifier_backend(backend: str | None = None) -> str:
@@ -269,6 +313,8 @@ def warm(*, create_detector: bool = True) -> None:
     else:
         detector_kind()  # fail early on a bad setting
         import_mediapipe()
+    if face_check_enabled():
+        get_face_check()
     get_classifier().predict_proba([blank[:48, :48]])
 
 
@@ -309,6 +355,8 @@ def clear() -> None:
                 close()
         _detectors.clear()
         _tiled.clear()
+        _checked.clear()
+        _face_check.clear()
         for classifier in _classifiers.values():
             close = getattr(classifier, "close", None)
             if close is not None:

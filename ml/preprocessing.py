@@ -102,6 +102,7 @@ def aligned_crop(
     margin: float,
     *,
     roll_deg: float = 0.0,
+    out_size: int | None = None,
 ) -> np.ndarray:
     """A square face crop around ``box``, enlarged by ``margin`` and rotated to level the eyes.
 
@@ -119,13 +120,18 @@ def aligned_crop(
         box: ``(x, y, w, h)`` in pixels, ``w, h > 0``; may reach outside the image.
         margin: extra fraction of the box's longer side, ``>= 0``.
         roll_deg: the face's in-plane roll (positive: the eye line goes down to the right).
+        out_size: side of the returned crop in pixels; ``None`` keeps the square's own size
+            ``S``. Otherwise the same square is resampled in the same warp (bilinear), as a
+            model with a fixed input wants it (the face landmark model of
+            :mod:`inference_worker.facecheck` reads 192x192).
 
     Returns:
-        A ``uint8`` ``(S, S[, C])`` crop, ``S = max(1, round(max(w, h) * (1 + margin)))``.
+        A ``uint8`` ``(S, S[, C])`` crop, ``S = max(1, round(max(w, h) * (1 + margin)))``, or
+        ``(out_size, out_size[, C])``.
 
     Raises:
-        ValueError: negative margin, a box with ``w`` or ``h <= 0``, or a square with no pixel
-            inside the image.
+        ValueError: negative margin, a box with ``w`` or ``h <= 0``, ``out_size < 1``, or a
+            square with no pixel inside the image.
     """
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
@@ -143,7 +149,11 @@ def aligned_crop(
         or cy - side / 2 >= height
     ):
         raise ValueError(f"box {tuple(box)} lies outside the {width}x{height} image")
+    if out_size is not None and out_size < 1:
+        raise ValueError(f"out_size must be >= 1, got {out_size}")
     x0, y0 = int(round(cx - side / 2.0)), int(round(cy - side / 2.0))
+    if out_size is not None and out_size != size:
+        return _resampled_crop(image, cx, cy, side, roll_deg, out_size)
     if roll_deg == 0.0 and x0 >= 0 and y0 >= 0 and x0 + size <= width and y0 + size <= height:
         return image[y0 : y0 + size, x0 : x0 + size]
     # Output pixel (u, v) samples the image at R(roll) @ ((u, v) - c_out) + c, i.e. the output
@@ -163,6 +173,33 @@ def aligned_crop(
         np.ascontiguousarray(image),
         matrix,
         (size, size),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def _resampled_crop(
+    image: np.ndarray, cx: float, cy: float, side: float, roll_deg: float, out_size: int
+) -> np.ndarray:
+    """The ``side``-pixel square centred on ``(cx, cy)``, rotated by ``-roll_deg``, sampled at
+    ``out_size`` x ``out_size`` by one bilinear warp (border pixels repeated)."""
+    theta = np.radians(roll_deg)
+    scale = side / out_size  # image pixels per output pixel
+    cos, sin = np.cos(theta) * scale, np.sin(theta) * scale
+    half = (out_size - 1) / 2.0
+    # Inverse map (output -> image index): the output's pixel centres sit at the centres of
+    # out_size x out_size equal cells of the square (image index = continuous position - 0.5).
+    matrix = np.array(
+        [
+            [cos, -sin, cx - 0.5 - cos * half + sin * half],
+            [sin, cos, cy - 0.5 - sin * half - cos * half],
+        ],
+        np.float64,
+    )
+    return cv2.warpAffine(
+        np.ascontiguousarray(image),
+        matrix,
+        (out_size, out_size),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_REPLICATE,
     )

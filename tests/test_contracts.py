@@ -168,3 +168,14 @@ def test_importing_contracts_loads_nothing_of_the_project_or_django():
     code = "import sys, contracts; print(sorted(m for m in sys.modules if m.split('.')[0] in {'django', 'classroom', 'inference_worker', 'ml', 'engagement', 'celery', 'numpy'}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_face_check_presence_round_trips_and_is_clamped():
+    from contracts import FacePayload
+
+    face = FacePayload.from_dict({"box": [0.1, 0.1, 0.2, 0.2], "presence": 0.7})
+    assert face.presence == 0.7 and FacePayload.from_dict(face.to_dict()) == face
+    assert FacePayload.from_dict({"box": [0, 0, 1, 1], "presence": 1.5}).presence == 1.0
+    assert FacePayload.from_dict({"box": [0, 0, 1, 1]}).presence is None
+    with pytest.raises(ContractError):
+        FacePayload.from_dict({"box": [0, 0, 1, 1], "presence": "high"})

@@ -61,6 +61,8 @@ def test_json_output_on_the_webcam_photo(webcam_photo):
         # Four people looking into their webcams: a head pose each, all facing the screen.
         assert -30.0 < face["yaw_deg"] < 30.0 and -25.0 < face["pitch_deg"] < 25.0
         assert face["attentive"] is True
+        # The second-stage face check's score travels with the face: real faces score high.
+        assert face["presence"] > 0.5
     assert set(frame["timings_ms"]) == {"decode", "detect", "crop", "classify", "total"}
     assert set(last) == {"file", "summary"} and last["file"] == str(webcam_photo)
     _check_summary(last["summary"], frames=1)

@@ -106,6 +106,17 @@ def test_our_pipeline_on_the_webcam_sample(capsys):
     assert ms["total"] >= ms["detect"] + ms["classify"]
     assert row["fps"] > 0 and result["comparisons"] == []
     assert "cores" in result["cpu"] and "AMX" in result["cpu"]  # the machine beside the figures
+    assert result["face_check"] is True
+
+
+@pytest.mark.slow
+def test_the_bench_measures_without_the_face_check_when_asked(capsys):
+    args = ["--webcam-sample", "--no-peer", "--repeats", "2", "--json", "--no-check"]
+    assert bench.main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    (row,) = result["rows"]
+    assert result["face_check"] is False and row["pipeline"] == "ours (webcam, no check)"
+    assert row["faces"] == 1
 
 
 @pytest.mark.slow

@@ -244,7 +244,7 @@ def test_context_window_is_square_and_zero_padded():
 
 
 def test_sources_go_from_fastest_to_most_thorough():
-    passes = [SOURCE_SETTINGS[name].passes for name in SOURCES]
+    passes = [SOURCE_SETTINGS[name].passes() for name in SOURCES]
     assert passes == sorted(passes) and passes[0] == 1
     assert source_settings(None) == SOURCE_SETTINGS["webcam"]
     assert source_settings(" Room ") == SOURCE_SETTINGS["room"]

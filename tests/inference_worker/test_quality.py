@@ -122,8 +122,9 @@ def test_real_face_is_read_sharp_and_not_when_blurred_or_shrunk(webcam_photo):
     detector, classifier = runtime.get_detector("webcam"), runtime.get_classifier()
     sharp = analyze_frame(rgb, detector, classifier)
     assert sharp.face_count == 4 and all(f.assessed for f in sharp.faces)
-    # faces ~190 px wide: sigma 16 is ~4 px at the classifier's 48 px
-    blurred = analyze_frame(cv2.GaussianBlur(rgb, (0, 0), 16), detector, classifier)
+    # faces ~190 px wide: sigma 12 is ~3 px at the classifier's 48 px. Blurred further (sigma
+    # 16) BlazeFace still finds one face, but so weakly that the face check drops it.
+    blurred = analyze_frame(cv2.GaussianBlur(rgb, (0, 0), 12), detector, classifier)
     assert blurred.faces and all(f.quality_issue == "blurred" for f in blurred.faces)
     small = cv2.resize(rgb, (56, 56), interpolation=cv2.INTER_AREA)  # faces of 8-10 px
     tiny = analyze_frame(small, runtime.get_detector("room"), classifier)

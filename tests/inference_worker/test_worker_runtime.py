@@ -154,15 +154,20 @@ def test_unknown_detector_source_is_an_error_naming_the_valid_ones(fresh_runtime
 def test_detectors_are_cached_per_source(fresh_runtime):
     from inference_worker.detection import SOURCE_SETTINGS, TiledFaceDetector
 
-    webcam = runtime.get_detector("webcam")
-    assert runtime.get_detector() is webcam and runtime.get_detector(source="webcam") is webcam
+    webcam = runtime.get_detector("webcam", check=False)
+    assert runtime.get_detector(check=False) is webcam
+    assert runtime.get_detector(source="webcam", check=False) is webcam
     assert isinstance(webcam, blazeface.MediaPipeFaceDetector)  # one fast whole-frame pass
-    screen, room = runtime.get_detector("screen"), runtime.get_detector("room")
-    assert runtime.get_detector("screen") is screen and runtime.get_detector("room") is room
+    screen, room = (
+        runtime.get_detector("screen", check=False),
+        runtime.get_detector("room", check=False),
+    )
+    assert runtime.get_detector("screen", check=False) is screen
+    assert runtime.get_detector("room", check=False) is room
     assert screen.settings == SOURCE_SETTINGS["screen"] and room.settings == SOURCE_SETTINGS["room"]
-    assert isinstance(screen, TiledFaceDetector) and screen.settings.passes == 5
-    assert room.settings.passes > screen.settings.passes  # the most thorough
-    assert runtime.get_detector(kind="full") is webcam  # full range is the default kind
+    assert isinstance(screen, TiledFaceDetector) and screen.settings.passes() == 5
+    assert room.settings.passes() > screen.settings.passes()  # the most thorough
+    assert runtime.get_detector(kind="full", check=False) is webcam  # full range is the default
 
 
 @pytest.mark.slow
@@ -264,11 +269,26 @@ def test_keras_backend_matches_the_litert_model(settings, fresh_runtime, webcam_
 def test_tiled_detectors_are_cached_per_source_and_share_nothing_with_live_frames(fresh_runtime):
     from inference_worker.detection import SOURCE_SETTINGS, TiledFaceDetector
 
-    live = runtime.get_detector(kind="full")
-    screen = runtime.get_detector("screen", kind="full")
-    room = runtime.get_detector("room", kind="full")
-    assert runtime.get_detector("room", kind="full") is room
+    live = runtime.get_detector(kind="full", check=False)
+    screen = runtime.get_detector("screen", kind="full", check=False)
+    room = runtime.get_detector("room", kind="full", check=False)
+    assert runtime.get_detector("room", kind="full", check=False) is room
     assert isinstance(screen, TiledFaceDetector) and screen.detector is live
     assert isinstance(room, TiledFaceDetector) and room.settings == SOURCE_SETTINGS["room"]
     assert room.detector is not live  # built with the room's lower score threshold
-    assert runtime.get_detector() is live
+    assert runtime.get_detector(check=False) is live
+
+
+@pytest.mark.slow
+def test_the_face_check_wraps_every_source_and_follows_the_setting(fresh_runtime, settings):
+    from inference_worker.facecheck import CheckedFaceDetector
+
+    checked = {name: runtime.get_detector(name) for name in ("webcam", "screen", "room")}
+    for name, detector in checked.items():
+        assert isinstance(detector, CheckedFaceDetector)
+        assert detector.detector is runtime.get_detector(name, check=False)
+        assert detector.check is runtime.get_face_check()  # one landmark model per process
+        assert runtime.get_detector(name) is detector
+    settings.ENGAGEMENT_FACE_CHECK = False
+    assert runtime.get_detector("room") is runtime.get_detector("room", check=False)
+    assert runtime.get_detector("room", check=True) is checked["room"]

@@ -54,6 +54,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FACE_KEYS = {
     "box",
     "score",
+    "presence",
     "probabilities",
     "label",
     "confidence",

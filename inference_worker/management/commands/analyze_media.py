@@ -20,7 +20,8 @@ With ``--json`` every line of stdout is one JSON object: one per sampled frame
 labels sum to 1 (``{}`` when no face was classified), ``read`` counts the faces that passed the
 face-quality gate (:mod:`inference_worker.quality`) and ``not_read`` why the others did not and ``attention`` is the share of faces with
 a head pose that are attentive (``None`` when no face has one). Each face of a frame line has
-the worker's keys, ``yaw_deg``, ``pitch_deg`` and ``attentive`` included. Progress bars for
+the worker's keys, ``yaw_deg``, ``pitch_deg``, ``attentive`` and ``presence`` (the
+second-stage face check's score, :mod:`inference_worker.facecheck`) included. Progress bars for
 videos go to stderr, never to stdout.
 """
 
@@ -291,7 +292,9 @@ class Command(BaseCommand):
                 )
             self.stdout.write(
                 f"  face {i}: box x={x:.3f} y={y:.3f} w={w:.3f} h={h:.3f}  "
-                f"{expression}{pose}  (detector {face.score:.2f})"
+                f"{expression}{pose}  (detector {face.score:.2f}"
+                + ("" if face.presence is None else f", face check {face.presence:.2f}")
+                + ")"
             )
 
     def _emit_summary(self, path: Path, analyses: list[pipeline.FrameAnalysis]) -> None:
