@@ -152,15 +152,23 @@ def aligned_crop(
     if out_size is not None and out_size < 1:
         raise ValueError(f"out_size must be >= 1, got {out_size}")
     x0, y0 = int(round(cx - side / 2.0)), int(round(cy - side / 2.0))
-    if out_size is not None and out_size != size:
-        return _resampled_crop(image, cx, cy, side, roll_deg, out_size)
-    if roll_deg == 0.0 and x0 >= 0 and y0 >= 0 and x0 + size <= width and y0 + size <= height:
+    out = size if out_size is None else out_size
+    scale = 1.0 if out_size is None else side / out_size  # image pixels per output pixel
+    if (
+        roll_deg == 0.0
+        and out == size
+        and x0 >= 0
+        and y0 >= 0
+        and x0 + size <= width
+        and y0 + size <= height
+    ):
         return image[y0 : y0 + size, x0 : x0 + size]
-    # Output pixel (u, v) samples the image at R(roll) @ ((u, v) - c_out) + c, i.e. the output
-    # is the image rotated by -roll about the box centre.
+    # Output pixel (u, v) samples the image at c + scale * R(roll) @ ((u, v) - c_out), i.e. the
+    # output is the image rotated by -roll about the box centre; the output's pixel centres sit
+    # at the centres of out x out equal cells of the square (image index = position - 0.5).
     theta = np.radians(roll_deg)
-    cos, sin = np.cos(theta), np.sin(theta)
-    half = (size - 1) / 2.0
+    cos, sin = np.cos(theta) * scale, np.sin(theta) * scale
+    half = (out - 1) / 2.0
     # Inverse map (output -> image), used with WARP_INVERSE_MAP.
     matrix = np.array(
         [
@@ -172,34 +180,7 @@ def aligned_crop(
     return cv2.warpAffine(
         np.ascontiguousarray(image),
         matrix,
-        (size, size),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
-
-
-def _resampled_crop(
-    image: np.ndarray, cx: float, cy: float, side: float, roll_deg: float, out_size: int
-) -> np.ndarray:
-    """The ``side``-pixel square centred on ``(cx, cy)``, rotated by ``-roll_deg``, sampled at
-    ``out_size`` x ``out_size`` by one bilinear warp (border pixels repeated)."""
-    theta = np.radians(roll_deg)
-    scale = side / out_size  # image pixels per output pixel
-    cos, sin = np.cos(theta) * scale, np.sin(theta) * scale
-    half = (out_size - 1) / 2.0
-    # Inverse map (output -> image index): the output's pixel centres sit at the centres of
-    # out_size x out_size equal cells of the square (image index = continuous position - 0.5).
-    matrix = np.array(
-        [
-            [cos, -sin, cx - 0.5 - cos * half + sin * half],
-            [sin, cos, cy - 0.5 - sin * half - cos * half],
-        ],
-        np.float64,
-    )
-    return cv2.warpAffine(
-        np.ascontiguousarray(image),
-        matrix,
-        (out_size, out_size),
+        (out, out),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_REPLICATE,
     )
