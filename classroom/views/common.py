@@ -14,6 +14,7 @@ from django.http import (
 )
 from django.shortcuts import render
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from classroom import selectors, services
@@ -64,9 +65,12 @@ def teacher_required(view):
     """Decorate a view so that only logged-in teachers (or staff) reach it.
 
     Anonymous users are redirected to the login page; logged-in users without the teacher or
-    admin role get 403.
+    admin role get 403. Every response is marked ``Cache-Control: no-store`` (Django's
+    ``never_cache``): teacher pages and exports carry student names and join codes, which no
+    browser or proxy cache should keep.
     """
 
+    @never_cache
     @login_required
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs):

@@ -46,10 +46,16 @@ def _share(mix: dict[str, float], label: str) -> str:
     return f"{mix.get(label, 0.0):.4f}"
 
 
+# First characters that make a spreadsheet evaluate a cell (OWASP "CSV Injection"), with their
+# full-width forms (U+FF1D = , U+FF0B + , U+FF0D - , U+FF20 @), which some spreadsheets
+# normalise to the ASCII ones before parsing.
+FORMULA_STARTS = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
+
+
 def _csv_cell(value) -> Any:
-    # Display names are user input: neutralise spreadsheet formula injection (OWASP "CSV
-    # Injection") by prefixing a quote to cells that a spreadsheet would evaluate.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    # Display names are user input: neutralise spreadsheet formula injection by prefixing a
+    # quote to cells that a spreadsheet would evaluate.
+    if isinstance(value, str) and value[:1] in FORMULA_STARTS:
         return "'" + value
     return "" if value is None else value
 

@@ -31,6 +31,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "csp",
+    "axes",
     "classroom",
     "inference_worker",
 ]
@@ -46,6 +48,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "engagement.urls"
@@ -89,6 +94,38 @@ AUTH_USER_MODEL = "classroom.User"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "classroom:session_list"
 LOGOUT_REDIRECT_URL = "classroom:home"
+
+# Login brute force (django-axes): after AXES_FAILURE_LIMIT wrong passwords for one username from
+# one client address, that pair is locked out for AXES_COOLOFF_TIME hours (HTTP 429, the
+# registration/locked.html page), even with the right password; a successful login resets the
+# count. Admins see and clear lockouts in the Django admin ("Axes" section) or with
+# `manage.py axes_reset`.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_TIME", default=1.0)  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked.html"
+
+# Content-Security-Policy (django-csp): the pages run only their own scripts and styles, served
+# from this origin (no inline script or style, no CDN), talk only to this origin (HTTP and the
+# WebSockets), and cannot be framed.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -4,6 +4,10 @@
  */
 (function () {
   'use strict';
+  // Swatch colours come as data attributes: the Content-Security-Policy allows no inline style.
+  Array.prototype.forEach.call(document.querySelectorAll('.swatch[data-colour]'), function (el) {
+    el.style.backgroundColor = el.dataset.colour;
+  });
   var C = window.ClassMoodCharts;
   if (!C || !window.Chart) { return; }
   var expressions = C.readJSON('expressions-data') || [];
