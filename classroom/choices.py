@@ -76,8 +76,10 @@ class FrameErrorCode(models.TextChoices):
 class JoinErrorCode(models.TextChoices):
     """Reasons a student cannot join a session."""
 
-    UNKNOWN_CODE = "unknown_code", "No session has this join code"
-    SESSION_ENDED = "session_ended", "This session has ended"
+    # An ended session's code gets the same answer as a code that never existed, so a guesser
+    # cannot learn which codes exist.
+    UNKNOWN_CODE = "unknown_code", "No open session has this join code"
+    SESSION_FULL = "session_full", "This session has reached its number of participants"
     CONSENT_REQUIRED = "consent_required", "Consent is required to join"
     BAD_NAME = "bad_name", "Display name must be 1 to 40 characters"
 

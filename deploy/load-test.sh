@@ -37,6 +37,8 @@ export DJANGO_ALLOWED_HOSTS=127.0.0.1,localhost
 export DJANGO_SECURE_COOKIES=false # plain http on loopback: Secure cookies would never be sent
 export DJANGO_STATIC_ROOT="$var/static"
 export ENGAGEMENT_EMBEDDED_WORKER=false ENGAGEMENT_WARM_MODELS=true PYTHONUNBUFFERED=1
+# Every simulated student joins from the loopback address: lift the per-address join limit.
+export ENGAGEMENT_JOINS_PER_10_MINUTES=${ENGAGEMENT_JOINS_PER_10_MINUTES:-1000000}
 
 "$py" - <<'EOF'
 import os

@@ -188,7 +188,7 @@ def parse_join_error(html: str) -> tuple[str, str]:
         html: Body of the join page after a failed ``POST /join/``.
 
     Returns:
-        ``(code, message)``; code is e.g. ``unknown_code`` or ``session_ended``, ``unknown`` when
+        ``(code, message)``; code is e.g. ``unknown_code`` or ``throttled``, ``unknown`` when
         the page carries no ``data-join-error`` element.
     """
     match = _JOIN_ERROR.search(html)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.utils import timezone
 
 from classroom import selectors
@@ -40,17 +41,19 @@ def join_session(*, code: str, display_name: str, consent: bool) -> Participant:
         The new ``Participant`` with ``consent_given_at`` set to now.
 
     Raises:
-        JoinError: ``code`` is ``"unknown_code"``, ``"session_ended"``, ``"bad_name"`` or
-            ``"consent_required"`` (checked in that order).
+        JoinError: ``code`` is ``"unknown_code"`` (no session has the code, or it has ended:
+            the same answer, so that a guesser cannot tell them apart), ``"bad_name"``,
+            ``"consent_required"`` or ``"session_full"`` (``ENGAGEMENT_MAX_PARTICIPANTS``
+            participants already joined), checked in that order.
     """
     session = selectors.session_by_code(code or "")
-    if session is None:
+    if session is None or session.status == SessionStatus.ENDED:
         raise JoinError(JoinErrorCode.UNKNOWN_CODE)
-    if session.status == SessionStatus.ENDED:
-        raise JoinError(JoinErrorCode.SESSION_ENDED)
     name = _clean_display_name(display_name)
     if consent is not True:
         raise JoinError(JoinErrorCode.CONSENT_REQUIRED)
+    if Participant.objects.filter(session=session).count() >= settings.ENGAGEMENT_MAX_PARTICIPANTS:
+        raise JoinError(JoinErrorCode.SESSION_FULL)
     now = timezone.now()
     participant = Participant.objects.create(
         session=session, display_name=name, consent_given_at=now, joined_at=now

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import (
     HttpRequest,
@@ -13,6 +14,7 @@ from django.http import (
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_ratelimit.core import get_usage, is_ratelimited
 
 from classroom import services
 from classroom.forms import JoinForm
@@ -24,6 +26,44 @@ from classroom.views.common import (
     _current_participant,
 )
 
+THROTTLED_MESSAGE = "Too many join attempts from this network. Wait a minute, then try again."
+
+
+def _join_throttled(request: HttpRequest, *, count_join: bool = False) -> bool:
+    """Whether this client address is over a join limit (django-ratelimit, the cache's counters).
+
+    Two limits per client address: ``ENGAGEMENT_JOIN_FAILURES_PER_MINUTE`` wrong codes (counted
+    by :func:`_count_failure`) and ``ENGAGEMENT_JOINS_PER_10_MINUTES`` join attempts (counted
+    here when ``count_join`` is true).
+    """
+    # The failures so far, not counting this request: at the limit, the next attempt waits.
+    usage = get_usage(
+        request,
+        group="join-failures",
+        key="ip",
+        rate=f"{settings.ENGAGEMENT_JOIN_FAILURES_PER_MINUTE}/m",
+        increment=False,
+    )
+    failures = usage is not None and usage["count"] >= usage["limit"]
+    joins = is_ratelimited(
+        request,
+        group="joins",
+        key="ip",
+        rate=f"{settings.ENGAGEMENT_JOINS_PER_10_MINUTES}/10m",
+        increment=count_join,
+    )
+    return failures or joins
+
+
+def _count_failure(request: HttpRequest) -> None:
+    is_ratelimited(
+        request,
+        group="join-failures",
+        key="ip",
+        rate=f"{settings.ENGAGEMENT_JOIN_FAILURES_PER_MINUTE}/m",
+        increment=True,
+    )
+
 
 @never_cache
 @require_http_methods(["GET", "POST"])
@@ -33,13 +73,20 @@ def join(request: HttpRequest) -> HttpResponse:
     ``GET /join/?code=XXXX`` pre-fills the code. On success the new participant's id is kept in
     the Django session (the cookie identifies the student's WebSocket) and the browser is
     redirected to ``/student/``. On failure the form shows the reason, and the error element
-    carries ``data-join-error="<code>"`` (``unknown_code``, ``session_ended``,
-    ``consent_required``, ``bad_name``) for scripts.
+    carries ``data-join-error="<code>"`` (``unknown_code`` for a code that does not exist or
+    whose session has ended, ``session_full``, ``consent_required``, ``bad_name``, or
+    ``throttled`` with HTTP 429 when this client address is over a join limit, see
+    :func:`_join_throttled`) for scripts.
     """
     error_code = None
+    status = 200
     if request.method == "POST":
         form = JoinForm(request.POST)
-        if form.is_valid():
+        status = 400
+        if _join_throttled(request, count_join=True):
+            error_code, status = "throttled", 429
+            form.add_error(None, THROTTLED_MESSAGE)
+        elif form.is_valid():
             try:
                 participant = services.join_session(
                     code=form.cleaned_data["code"],
@@ -48,6 +95,8 @@ def join(request: HttpRequest) -> HttpResponse:
                 )
             except services.JoinError as exc:
                 error_code = exc.code
+                if exc.code == "unknown_code":
+                    _count_failure(request)
                 field = {"consent_required": "consent", "bad_name": "display_name"}.get(
                     exc.code, "code"
                 )
@@ -59,10 +108,8 @@ def join(request: HttpRequest) -> HttpResponse:
                 return redirect("classroom:student")
         else:
             error_code = "consent_required" if "consent" in form.errors else "invalid_form"
-        status = 400
     else:
         form = JoinForm(initial={"code": request.GET.get("code", "").strip().upper()})
-        status = 200
     return render(
         request, "classroom/join.html", {"form": form, "error_code": error_code}, status=status
     )

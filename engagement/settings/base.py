@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "channels",
     "csp",
     "axes",
+    "django_ratelimit",
     "classroom",
     "inference_worker",
 ]
@@ -151,6 +152,19 @@ WHITENOISE_AUTOREFRESH = env.bool("WHITENOISE_AUTOREFRESH", default=WHITENOISE_U
 # --- Redis, channel layer, Celery -------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="")
 
+# The cache holds the join throttles' counters (django-ratelimit). With Redis it is shared by every
+# web process; embedded (one process) the local-memory cache is that process's shared cache.
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+    # Django's own Redis cache increments atomically (INCR); django-ratelimit only lists
+    # django-redis as "officially supported".
+    SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
+
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -175,6 +189,13 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- Application knobs (ENGAGEMENT_*) ---------------------------------------------------------
+# Joining (classroom.views.student.join): at most this many participants per session, at most
+# ENGAGEMENT_JOIN_FAILURES_PER_MINUTE wrong join codes per client address per minute, and at most
+# ENGAGEMENT_JOINS_PER_10_MINUTES joins per client address per 10 minutes (a class behind one
+# school NAT address joins from one address, hence the generous default: several classes).
+ENGAGEMENT_MAX_PARTICIPANTS = env.int("ENGAGEMENT_MAX_PARTICIPANTS", default=100)
+ENGAGEMENT_JOIN_FAILURES_PER_MINUTE = env.int("ENGAGEMENT_JOIN_FAILURES_PER_MINUTE", default=10)
+ENGAGEMENT_JOINS_PER_10_MINUTES = env.int("ENGAGEMENT_JOINS_PER_10_MINUTES", default=300)
 # Run a Celery worker thread inside the web process (embedded default, no outside services).
 ENGAGEMENT_EMBEDDED_WORKER = env.bool("ENGAGEMENT_EMBEDDED_WORKER", default=not REDIS_URL)
 # Frame intake limits: bytes on the wire, decoded side in pixels.

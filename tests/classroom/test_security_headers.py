@@ -106,3 +106,52 @@ def test_csv_exports_neutralise_every_formula_start(client, teacher, live, name)
     url = reverse("classroom:session_export_csv", args=[live.pk]) + "?table=participants"
     rows = list(csv.DictReader(io.StringIO(client.get(url).content.decode())))
     assert [r["display_name"] for r in rows] == ["'" + name]
+
+
+# --- joining: guessing and flooding ---------------------------------------------------------
+
+
+def _join(client, code, name="Alan", addr="203.0.113.7"):
+    return client.post(
+        reverse("classroom:join"),
+        {"code": code, "display_name": name, "consent": "on"},
+        REMOTE_ADDR=addr,
+    )
+
+
+@pytest.fixture
+def fresh_cache():
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def test_wrong_codes_are_throttled_per_client_address(client, live, settings, fresh_cache):
+    settings.ENGAGEMENT_JOIN_FAILURES_PER_MINUTE = 3
+    for _ in range(3):
+        assert _join(client, "ZZZZZZ").status_code == 400
+    throttled = _join(client, "ZZZZZZ")
+    assert throttled.status_code == 429 and b'data-join-error="throttled"' in throttled.content
+    # Even the right code waits: the guesser cannot keep trying once over the limit.
+    assert _join(client, live.join_code).status_code == 429
+    # Another address is not affected.
+    assert _join(client, live.join_code, addr="198.51.100.9").status_code == 302
+
+
+def test_joins_per_address_and_participants_per_session_are_bounded(
+    client, live, settings, fresh_cache
+):
+    from classroom.models import Participant
+
+    settings.ENGAGEMENT_JOINS_PER_10_MINUTES = 4
+    settings.ENGAGEMENT_MAX_PARTICIPANTS = 6
+    for n in range(4):
+        assert _join(client, live.join_code, name=f"S{n}").status_code == 302
+    assert _join(client, live.join_code, name="S4").status_code == 429
+    assert _join(client, live.join_code, name="S5", addr="198.51.100.9").status_code == 302
+    assert _join(client, live.join_code, name="S6", addr="198.51.100.10").status_code == 302
+    full = _join(client, live.join_code, name="S7", addr="198.51.100.11")
+    assert full.status_code == 400 and b'data-join-error="session_full"' in full.content
+    assert Participant.objects.filter(session=live).count() == 6
