@@ -56,8 +56,10 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
     face-detection settings; any other value is refused: the socket is accepted and closed with
     code 4400 (``events.CLOSE_BAD_REQUEST``) and a reason naming the allowed values. Rejected
     frames get an ``error`` reply and the socket stays open. The socket also joins
-    ``realtime.participant_group(id)`` to receive ``frame.result`` (forwarded as ``result``)
-    and ``session.ended`` (forwarded, then closed with code 4000).
+    ``realtime.participant_group(id)`` to receive ``frame.result`` (forwarded as ``result``),
+    ``session.ended`` (forwarded, then closed with code 4000), ``participant.left`` (the student
+    left: forwarded, then closed with 4001) and ``stream.replaced``: one socket per participant,
+    the newest wins (a reloaded page), older ones close with 4009.
     """
 
     participant_id: int | None = None
@@ -91,6 +93,10 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
         self.source = source
         self.participant_id = participant.pk
         self.group = realtime.participant_group(participant.pk)
+        # Older sockets of this participant close; this one joins the group after telling them.
+        await self.channel_layer.group_send(
+            self.group, {"type": events.STREAM_REPLACED, "keep": self.channel_name}
+        )
         await self.channel_layer.group_add(self.group, self.channel_name)
         if participant.session.status == SessionStatus.ENDED:
             await self.session_ended({"type": events.SESSION_ENDED})
@@ -132,11 +138,24 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
         await self._send_json(events.session_ended_message())
         await self.close(code=events.CLOSE_SESSION_ENDED)
 
+    async def participant_left(self, event: dict) -> None:
+        """Channel event ``participant.left``: no more frames; tell the page, close with 4001."""
+        self.participant_id = None
+        await self._send_json(events.participant_left_message())
+        await self.close(code=events.CLOSE_LEFT)
+
+    async def stream_replaced(self, event: dict) -> None:
+        """Channel event ``stream.replaced``: a newer socket of this participant took over."""
+        if event.get("keep") != self.channel_name:
+            self.participant_id = None
+            await self.close(code=events.CLOSE_REPLACED)
+
 
 class TeacherDashboardConsumer(AsyncJsonWebsocketConsumer):
     """``/ws/dashboard/<session uuid>/``: live ``session.update`` snapshots for the teacher.
 
-    Only the session's teacher and admins may connect (else close 4403). On connect one
+    Only the session's teacher and admins may connect (else close 4403); when that user logs
+    out, the socket closes with 4401 (it joins ``realtime.user_group(user id)``). On connect one
     snapshot with the whole timeline is sent (``full_timeline=True``); then each
     ``session.update`` channel event triggers a fresh snapshot with only the timeline's tail
     (``full_timeline=False``; the client merges points by ``"t"``), whose cost does not grow
@@ -149,6 +168,7 @@ class TeacherDashboardConsumer(AsyncJsonWebsocketConsumer):
 
     session_id = None
     group: str | None = None
+    user_group: str | None = None
     _refresher: asyncio.Task | None = None
     _dirty = False
 
@@ -163,6 +183,8 @@ class TeacherDashboardConsumer(AsyncJsonWebsocketConsumer):
             return
         self.session_id = session.pk
         self.group = realtime.session_group(session.pk)
+        self.user_group = realtime.user_group(self.scope["user"].pk)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
         await self.channel_layer.group_add(self.group, self.channel_name)
         snapshot = await database_sync_to_async(selectors.dashboard_snapshot_by_id)(
             self.session_id, full_timeline=True
@@ -177,9 +199,16 @@ class TeacherDashboardConsumer(AsyncJsonWebsocketConsumer):
                 await self._refresher
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.user_group is not None:
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
         return  # the dashboard is read-only
+
+    async def user_logged_out(self, event: dict) -> None:
+        """Channel event ``user.logged_out``: the teacher logged out; close with 4401."""
+        self.session_id = None
+        await self.close(code=events.CLOSE_LOGGED_OUT)
 
     async def session_update(self, event: dict) -> None:
         """Channel event ``session.update``: schedule a (coalesced) snapshot."""

@@ -13,10 +13,20 @@ SESSION_UPDATE = "session.update"
 SESSION_ENDED = "session.ended"
 #: A frame of this participant was analysed, sent to ``realtime.participant_group(id)``.
 FRAME_RESULT = "frame.result"
+#: The student left (``POST /student/leave/``): their stream sockets close.
+PARTICIPANT_LEFT = "participant.left"
+#: A newer stream socket of the same participant connected (``"keep"``: its channel name): the
+#: older sockets close, so a participant streams through one socket at a time.
+STREAM_REPLACED = "stream.replaced"
+#: The user logged out: their dashboard sockets close (``realtime.user_group(id)``).
+USER_LOGGED_OUT = "user.logged_out"
 
 #: WebSocket close codes (4000-4999 are application-defined, RFC 6455 section 7.4.2).
 CLOSE_SESSION_ENDED = 4000
+CLOSE_LEFT = 4001
+CLOSE_REPLACED = 4009
 CLOSE_BAD_REQUEST = 4400
+CLOSE_LOGGED_OUT = 4401
 CLOSE_FORBIDDEN = 4403
 
 
@@ -33,6 +43,11 @@ def error_message(seq: int | None, code: str, message: str) -> dict:
 def result_message(seq: int, faces: int) -> dict:
     """``{"type": "result", "seq": n, "faces": k}``: frame analysed."""
     return {"type": "result", "seq": seq, "faces": faces}
+
+
+def participant_left_message() -> dict:
+    """``{"type": "participant.left"}``, sent before closing with ``CLOSE_LEFT``."""
+    return {"type": PARTICIPANT_LEFT}
 
 
 def session_ended_message() -> dict:

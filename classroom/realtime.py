@@ -68,6 +68,11 @@ def participant_group(participant_id: int) -> str:
     return f"participant.{int(participant_id)}"
 
 
+def user_group(user_id: int) -> str:
+    """Group name of one user's dashboard sockets: ``"user.<id>"``."""
+    return f"user.{int(user_id)}"
+
+
 def remember_loop(loop: asyncio.AbstractEventLoop | None = None) -> None:
     """Record the server's event loop (consumers call this in ``connect``).
 
@@ -173,3 +178,13 @@ def notify_session_ended(participant_ids: Iterable[int]) -> None:
     """Tell the students' sockets that the session ended (event ``session.ended``)."""
     for participant_id in participant_ids:
         _group_send(participant_group(participant_id), {"type": events.SESSION_ENDED})
+
+
+def notify_participant_left(participant_id: int) -> None:
+    """Close the student's stream sockets: they left (event ``participant.left``)."""
+    _group_send(participant_group(participant_id), {"type": events.PARTICIPANT_LEFT})
+
+
+def notify_user_logged_out(user_id: int) -> None:
+    """Close the user's dashboard sockets: they logged out (event ``user.logged_out``)."""
+    _group_send(user_group(user_id), {"type": events.USER_LOGGED_OUT})

@@ -4,7 +4,8 @@ One module per use case (the layout of Zulip's ``zerver/actions/``):
 
 ================  ==============================================================================
 ``sessions``      create a draft session, start it, end it (queues the report on commit)
-``joining``       a student joins with a display name and explicit consent
+``joining``       a student joins with a display name and explicit consent; leaving and logging
+                  out close the sockets of that student or user
 ``intake``        one binary frame: validate (``images``, ``rate_limit``) and queue it by name
 ``results``       record an analysed frame (``tracks``, ``timeline``) or a dropped one
 ``reports``       build the stored report of a session
@@ -21,7 +22,12 @@ broker; only derived numbers (counts, boxes, probabilities, timings) reach the d
 
 from classroom.services.errors import FrameRejected, JoinError, SessionStateError
 from classroom.services.intake import FrameAccepted, accept_frame
-from classroom.services.joining import PARTICIPANT_SESSION_KEY, join_session
+from classroom.services.joining import (
+    PARTICIPANT_SESSION_KEY,
+    join_session,
+    leave_session,
+    user_logged_out,
+)
 from classroom.services.rate_limit import FrameRateLimiter, frame_rate_limiter
 from classroom.services.reports import build_session_report
 from classroom.services.results import record_frame_dropped, record_frame_result
@@ -38,6 +44,8 @@ __all__ = [
     "build_session_report",
     "create_session",
     "end_session",
+    "leave_session",
+    "user_logged_out",
     "frame_rate_limiter",
     "join_session",
     "record_frame_dropped",

@@ -7,7 +7,7 @@ import logging
 from django.conf import settings
 from django.utils import timezone
 
-from classroom import selectors
+from classroom import realtime, selectors
 from classroom.choices import DISPLAY_NAME_MAX_LENGTH, JoinErrorCode, SessionStatus
 from classroom.models import Participant
 from classroom.services.errors import JoinError
@@ -60,3 +60,26 @@ def join_session(*, code: str, display_name: str, consent: bool) -> Participant:
     )
     logger.info("participant %s joined session %s", participant.pk, session.pk)
     return participant
+
+
+def leave_session(participant_id: int) -> None:
+    """A student leaves from their browser: their open stream sockets are closed now.
+
+    The caller (the leave view) forgets the participant in the Django session, so no new socket
+    opens as them; this closes the ones already open (close code 4001), which would otherwise
+    keep sending frames as the participant.
+
+    Args:
+        participant_id: ``Participant.pk``.
+    """
+    realtime.notify_participant_left(participant_id)
+    logger.info("participant %s left", participant_id)
+
+
+def user_logged_out(user_id: int) -> None:
+    """A user logged out: their open dashboard sockets are closed now (close code 4401).
+
+    Args:
+        user_id: ``User.pk``.
+    """
+    realtime.notify_user_logged_out(user_id)

@@ -170,7 +170,10 @@ def student_config(request: HttpRequest) -> JsonResponse:
 
 @require_POST
 def student_leave(request: HttpRequest) -> HttpResponse:
-    """Forget the participant in this browser (e.g. on a shared computer)."""
-    request.session.pop(services.PARTICIPANT_SESSION_KEY, None)
+    """Forget the participant in this browser (e.g. on a shared computer) and close the
+    participant's open stream sockets."""
+    participant_id = request.session.pop(services.PARTICIPANT_SESSION_KEY, None)
+    if participant_id is not None:
+        services.leave_session(participant_id)
     messages.info(request, "You left the session. Nothing more is sent from this browser.")
     return redirect("classroom:join")

@@ -536,3 +536,65 @@ def test_sends_from_a_worker_process_reuse_one_loop_and_reach_redis(settings):
     run(scenario)
     assert loops[0] is loops[1] and loops[0].is_running()
     assert any(t.name == "channel-layer-sender" for t in threading.enumerate())
+
+
+# --- socket lifetimes: leaving, replacing, logging out -------------------------------------------
+
+
+def test_leaving_closes_the_open_stream_socket_at_once(celery_app_mock):
+    from classroom import events
+
+    session = ClassSessionFactory(live=True)
+    client = Client()
+    response = client.post(
+        "/join/", {"code": session.join_code, "display_name": "Alan", "consent": "on"}
+    )
+    assert response.status_code == 302
+    headers = cookie_headers(client.cookies[settings.SESSION_COOKIE_NAME].value)
+
+    async def scenario():
+        student = await open_student(headers)
+        await student.send_to(bytes_data=frame_message(1))
+        assert await student.receive_json_from() == {"type": "ack", "seq": 1}
+        await database_sync_to_async(client.post)("/student/leave/")
+        assert await student.receive_json_from() == {"type": "participant.left"}
+        await expect_close(student, events.CLOSE_LEFT)
+
+    run(scenario)
+    assert celery_app_mock.send_task.call_count == 1  # nothing after leaving
+
+
+def test_a_newer_stream_socket_replaces_the_older_one(celery_app_mock):
+    from classroom import events
+
+    participant = ParticipantFactory()
+    headers = student_headers(participant.pk)
+
+    async def scenario():
+        first = await open_student(headers)
+        second = await open_student(headers)
+        await expect_close(first, events.CLOSE_REPLACED)
+        await second.send_to(bytes_data=frame_message(5))
+        assert await second.receive_json_from() == {"type": "ack", "seq": 5}
+        await second.disconnect()
+
+    run(scenario)
+
+
+def test_logging_out_closes_the_teachers_dashboard_sockets():
+    from classroom import events
+
+    teacher = TeacherFactory()
+    session = ClassSessionFactory(teacher=teacher, live=True)
+    client = Client()
+    client.force_login(teacher)
+    headers = cookie_headers(client.cookies[settings.SESSION_COOKIE_NAME].value)
+
+    async def scenario():
+        board = await open_dashboard(session, headers)
+        snapshot = await board.receive_json_from()
+        assert snapshot["type"] == "session.update"
+        await database_sync_to_async(client.post)("/accounts/logout/")
+        await expect_close(board, events.CLOSE_LOGGED_OUT)
+
+    run(scenario)

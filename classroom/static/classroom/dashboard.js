@@ -168,6 +168,10 @@
         setConnection('closed', 'not allowed (log in again)');
         return;
       }
+      if (event.code === 4401) {
+        setConnection('closed', 'you logged out (log in again to follow the class)');
+        return;
+      }
       // Exponential backoff, 1 s doubling to 30 s, with jitter so a restarted server is not
       // hit by every board at the same instant.
       var delay = Math.min(30000, 1000 * Math.pow(2, attempt)) * (0.75 + Math.random() * 0.5);

@@ -18,6 +18,8 @@
   // Do not queue frames behind a slow link: skip a tick while this much is still unsent.
   var MAX_BUFFERED_BYTES = 1000000;
   var CLOSE_SESSION_ENDED = 4000;
+  var CLOSE_LEFT = 4001;
+  var CLOSE_REPLACED = 4009;
   var CLOSE_BAD_REQUEST = 4400;
   var CLOSE_NOT_JOINED = 4403;
 
@@ -230,6 +232,14 @@
       if (state.socket !== socket) { return; }
       state.socket = null;
       if (event.code === CLOSE_SESSION_ENDED) { sessionEnded(); return; }
+      if (event.code === CLOSE_LEFT) {
+        stop('You left the session. Nothing more is sent from this browser.');
+        return;
+      }
+      if (event.code === CLOSE_REPLACED) {
+        stop('This session continues in another tab or window; nothing is sent from this one.');
+        return;
+      }
       if (event.code === CLOSE_BAD_REQUEST) {
         stop('The server refused the stream: ' + (event.reason || 'bad request') + '.');
         return;
