@@ -133,6 +133,10 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
         """Channel event ``frame.result``: one of this participant's frames was analysed."""
         await self._send_json(events.result_message(event["seq"], event["faces"]))
 
+    async def frame_dropped(self, event: dict) -> None:
+        """Channel event ``frame.dropped``: an acknowledged frame will not be analysed."""
+        await self._send_json(events.dropped_message(event["seq"], event["reason"]))
+
     async def session_ended(self, event: dict) -> None:
         """Channel event ``session.ended``: tell the student, then close with code 4000."""
         await self._send_json(events.session_ended_message())

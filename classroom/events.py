@@ -13,6 +13,9 @@ SESSION_UPDATE = "session.update"
 SESSION_ENDED = "session.ended"
 #: A frame of this participant was analysed, sent to ``realtime.participant_group(id)``.
 FRAME_RESULT = "frame.result"
+#: An accepted frame of this participant will never be analysed (``"seq"``, ``"reason"``: one of
+#: ``contracts.FRAME_DROP_REASONS``), sent to ``realtime.participant_group(id)``.
+FRAME_DROPPED = "frame.dropped"
 #: The student left (``POST /student/leave/``): their stream sockets close.
 PARTICIPANT_LEFT = "participant.left"
 #: A newer stream socket of the same participant connected (``"keep"``: its channel name): the
@@ -43,6 +46,11 @@ def error_message(seq: int | None, code: str, message: str) -> dict:
 def result_message(seq: int, faces: int) -> dict:
     """``{"type": "result", "seq": n, "faces": k}``: frame analysed."""
     return {"type": "result", "seq": seq, "faces": faces}
+
+
+def dropped_message(seq: int, reason: str) -> dict:
+    """``{"type": "dropped", "seq": n, "reason": r}``: an acknowledged frame was not analysed."""
+    return {"type": "dropped", "seq": seq, "reason": reason}
 
 
 def participant_left_message() -> dict:

@@ -174,6 +174,14 @@ def notify_frame_result(participant_id: int, seq: int, faces: int) -> None:
     )
 
 
+def notify_frame_dropped(participant_id: int, seq: int, reason: str) -> None:
+    """Tell a student's socket that an acknowledged frame will not be analysed."""
+    _group_send(
+        participant_group(participant_id),
+        {"type": events.FRAME_DROPPED, "seq": seq, "reason": reason},
+    )
+
+
 def notify_session_ended(participant_ids: Iterable[int]) -> None:
     """Tell the students' sockets that the session ended (event ``session.ended``)."""
     for participant_id in participant_ids:

@@ -52,9 +52,10 @@ class AnalysisMode(StrEnum):
     never called and no expression is stored or shown."""
 
 
-FRAME_DROP_REASONS: tuple[str, ...] = ("expired", "stale")
+FRAME_DROP_REASONS: tuple[str, ...] = ("expired", "stale", "undecodable")
 """Why an accepted frame was never analysed: it expired in the broker queue (Celery discarded
-it), or a worker found it older than ``ENGAGEMENT_FRAME_TTL_S`` when it reached it."""
+it), a worker found it older than ``ENGAGEMENT_FRAME_TTL_S`` when it reached it, or the
+worker's decoder (OpenCV) could not read what the intake's check (Pillow) passed."""
 
 QUALITY_ISSUES: tuple[str, ...] = ("too_small", "turned_away", "too_dark", "blurred")
 """Why a detected face's expression was not read (the face-quality gate,

@@ -117,10 +117,12 @@ def analyze_live_frame(
             max_side=setting("ENGAGEMENT_MAX_FRAME_SIDE"),
         )
     except (binascii.Error, pipeline.FrameDecodeError) as exc:
-        # The exception text names sizes only, never the payload.
+        # The exception text names sizes only, never the payload. The student is told (the
+        # intake's check let the frame through, so it was acknowledged).
         logger.warning(
             "frame not analysed (participant %s, seq %s): undecodable: %s", participant_id, seq, exc
         )
+        services.record_frame_dropped(participant_id=participant_id, seq=seq, reason="undecodable")
         return None
     return services.record_frame_result(
         participant_id=participant_id,

@@ -178,7 +178,8 @@ def record_frame_dropped(*, participant_id: int, seq: int | None, reason: str) -
     """Count one accepted frame that will never be analysed (``Participant.frames_dropped``).
 
     Logged at INFO without payload; on commit the session's dashboards refresh (the board shows
-    drops). Never fails for a missing participant.
+    drops) and, when ``seq`` is known, the student's socket is told (``dropped``), so that every
+    acknowledged frame gets a result or a drop. Never fails for a missing participant.
 
     Args:
         participant_id: ``Participant.pk``.
@@ -205,6 +206,8 @@ def record_frame_dropped(*, participant_id: int, seq: int | None, reason: str) -
         )
         if counted:
             transaction.on_commit(partial(realtime.broadcast, session_id))
+            if seq is not None:
+                transaction.on_commit(partial(realtime.notify_frame_dropped, pk, int(seq), reason))
     if not counted:
         logger.info("dropped frame %s not counted: participant %s is gone", seq, pk)
         return False

@@ -198,9 +198,10 @@ ENGAGEMENT_JOIN_FAILURES_PER_MINUTE = env.int("ENGAGEMENT_JOIN_FAILURES_PER_MINU
 ENGAGEMENT_JOINS_PER_10_MINUTES = env.int("ENGAGEMENT_JOINS_PER_10_MINUTES", default=300)
 # Run a Celery worker thread inside the web process (embedded default, no outside services).
 ENGAGEMENT_EMBEDDED_WORKER = env.bool("ENGAGEMENT_EMBEDDED_WORKER", default=not REDIS_URL)
-# Frame intake limits: bytes on the wire, decoded side in pixels.
+# Frame intake limits: bytes on the wire, decoded side in pixels (the student page sends at most
+# 1280 px on the longer side, a screen share; a webcam frame 640).
 ENGAGEMENT_MAX_FRAME_BYTES = env.int("ENGAGEMENT_MAX_FRAME_BYTES", default=1_000_000)
-ENGAGEMENT_MAX_FRAME_SIDE = env.int("ENGAGEMENT_MAX_FRAME_SIDE", default=4096)
+ENGAGEMENT_MAX_FRAME_SIDE = env.int("ENGAGEMENT_MAX_FRAME_SIDE", default=1280)
 # Seconds after which an unanalysed live frame is worthless and expires in the broker.
 ENGAGEMENT_FRAME_TTL_S = env.float("ENGAGEMENT_FRAME_TTL_S", default=10.0)
 # Expression classifier: path of a .keras/.tflite file; empty = the shipped model.

@@ -83,10 +83,10 @@ async def expect_close(communicator: WebsocketCommunicator, code: int) -> None:
 
 
 REJECTIONS = {
-    "too_large": lambda: frame_message(11, image_bytes("PNG", (600, 600), compress_level=0)),
+    "too_large": lambda: frame_message(11, image_bytes("JPEG", (1200, 900), quality=100)),
     "bad_format": lambda: frame_message(12, image_bytes("GIF")),
     "undecodable": lambda: frame_message(13, image_bytes("JPEG", (320, 240))[:500]),
-    "too_many_pixels": lambda: frame_message(14, image_bytes("PNG", (4097, 8))),
+    "too_many_pixels": lambda: frame_message(14, image_bytes("JPEG", (1281, 8))),
     "bad_header": lambda: b"\x00\x00\x00\x0f\x01",
 }
 
@@ -598,3 +598,24 @@ def test_logging_out_closes_the_teachers_dashboard_sockets():
         await expect_close(board, events.CLOSE_LOGGED_OUT)
 
     run(scenario)
+
+
+def test_a_dropped_frame_is_told_to_the_student(celery_app_mock):
+    """Every acknowledged frame gets a result or a drop: here the worker could not decode it."""
+    participant = ParticipantFactory()
+    headers = student_headers(participant.pk)
+
+    async def scenario():
+        student = await open_student(headers)
+        await student.send_to(bytes_data=frame_message(3))
+        assert await student.receive_json_from() == {"type": "ack", "seq": 3}
+        await database_sync_to_async(services.record_frame_dropped)(
+            participant_id=participant.pk, seq=3, reason="undecodable"
+        )
+        reply = await student.receive_json_from()
+        assert reply == {"type": "dropped", "seq": 3, "reason": "undecodable"}
+        await student.disconnect()
+
+    run(scenario)
+    participant.refresh_from_db()
+    assert participant.frames_dropped == 1

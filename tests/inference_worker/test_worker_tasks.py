@@ -108,11 +108,13 @@ def test_task_timestamps_are_optional(fakes):
         "",
     ],
 )
-def test_undecodable_frame_is_logged_without_payload_and_dropped(fakes, caplog, frame_b64):
+def test_undecodable_frame_is_logged_without_payload_and_dropped(fakes, drops, caplog, frame_b64):
     _, classifier, recorded = fakes
     with caplog.at_level(logging.DEBUG, logger="inference_worker"):
         assert tasks.analyze_frame_task(participant_id=5, seq=9, frame_b64=frame_b64) is None
     assert recorded == [] and classifier.calls == []
+    # counted and told to the student: the intake had acknowledged it
+    assert drops == [{"participant_id": 5, "seq": 9, "reason": "undecodable"}]
     messages = [r for r in caplog.records if r.name == "inference_worker.live"]
     assert len(messages) == 1
     assert "undecodable" in messages[0].getMessage()
@@ -121,11 +123,12 @@ def test_undecodable_frame_is_logged_without_payload_and_dropped(fakes, caplog, 
         assert "this is not an image" not in caplog.text
 
 
-def test_frame_larger_than_the_max_side_is_dropped(fakes, settings):
+def test_frame_larger_than_the_max_side_is_dropped(fakes, drops, settings):
     _, _, recorded = fakes
     settings.ENGAGEMENT_MAX_FRAME_SIDE = 100
     assert tasks.analyze_frame_task(1, 1, _jpeg_b64(120, 160)) is None
     assert recorded == []
+    assert drops == [{"participant_id": 1, "seq": 1, "reason": "undecodable"}]
 
 
 def test_models_are_warmed_after_the_fork_only_when_asked(monkeypatch, settings):

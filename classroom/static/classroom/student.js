@@ -159,7 +159,8 @@
     if (!socket || socket.readyState !== WebSocket.OPEN || state.encoding) { return; }
     if (socket.bufferedAmount > MAX_BUFFERED_BYTES || !video.videoWidth) { return; }
     var maxWidth = config.max_width_px[state.source] || 640;
-    var scale = Math.min(1, maxWidth / video.videoWidth);
+    // The longer side, so that a portrait screen stays within what the server accepts too.
+    var scale = Math.min(1, maxWidth / Math.max(video.videoWidth, video.videoHeight));
     var canvas = el.canvas;
     canvas.width = Math.round(video.videoWidth * scale);
     canvas.height = Math.round(video.videoHeight * scale);
@@ -209,6 +210,9 @@
       if (msg.code === 'session_not_live') { setText(el.session, 'Not live (waiting for the teacher)'); }
     } else if (msg.type === 'result') {
       setText(el.faces, msg.faces);
+    } else if (msg.type === 'dropped') {
+      state.dropped = (state.dropped || 0) + 1;
+      if (msg.reason === 'undecodable') { showError('A picture could not be read by the server and was skipped.'); }
     } else if (msg.type === 'session.ended') {
       sessionEnded();
       return;
