@@ -32,6 +32,7 @@ def send_analyze_frame(
     participant_id: int,
     seq: int,
     image: bytes,
+    key: int | None = None,
     captured_at: float | None,
     received_at: float,
     source: str = StreamSource.WEBCAM,
@@ -41,7 +42,10 @@ def send_analyze_frame(
 
     Args:
         participant_id: ``Participant.pk``.
-        seq: client sequence number (uint32).
+        seq: client sequence number (uint32): what the student's ``result`` or ``dropped``
+            message names.
+        key: the frame's server key (``Participant.frames_received`` after it), unique per
+            participant; the stored result is unique on it. ``None``: ``seq`` is the key.
         image: JPEG/PNG/WebP bytes (already validated by ``services.accept_frame``).
         captured_at: client capture time, ms since the Unix epoch, or ``None``.
         received_at: server arrival time, ms since the Unix epoch.
@@ -59,6 +63,7 @@ def send_analyze_frame(
         kwargs={
             "participant_id": participant_id,
             "seq": seq,
+            "key": key,
             "frame_b64": base64.b64encode(image).decode("ascii"),
             "captured_at": captured_at,
             "received_at": received_at,
@@ -69,7 +74,10 @@ def send_analyze_frame(
         queue=INFERENCE_QUEUE,
         expires=settings.ENGAGEMENT_FRAME_TTL_S,
         argsrepr="()",
-        kwargsrepr=f"{{participant_id: {participant_id}, seq: {seq}, <frame {len(image)} bytes>}}",
+        kwargsrepr=(
+            f"{{participant_id: {participant_id}, seq: {seq}, key: {key}, "
+            f"<frame {len(image)} bytes>}}"
+        ),
     )
 
 

@@ -175,7 +175,10 @@ class FrameResult(models.Model):
     participant = models.ForeignKey(
         Participant, on_delete=models.CASCADE, related_name="frame_results"
     )
-    seq = models.PositiveBigIntegerField(help_text="Client frame counter (uint32).")
+    seq = models.PositiveBigIntegerField(
+        help_text="The frame's server key: the participant's count of received messages after "
+        "it (unique per participant, increasing even when the client's counter restarts)."
+    )
     captured_at = models.DateTimeField(null=True, blank=True, help_text="Client clock.")
     received_at = models.DateTimeField(help_text="Server clock, when the frame arrived.")
     analysed_at = models.DateTimeField(default=timezone.now)

@@ -63,6 +63,7 @@ def analyze_live_frame(
     received_at: float | None = None,
     source: str = StreamSource.WEBCAM,
     analysis: str = AnalysisMode.EXPRESSION,
+    key: int | None = None,
 ) -> Any:
     """Analyse one live frame and record the result, or count it as dropped when stale.
 
@@ -76,6 +77,7 @@ def analyze_live_frame(
             (``runtime.get_detector(source=...)``).
         analysis: a ``contracts.AnalysisMode`` value; ``"attention"`` never calls the
             expression classifier.
+        key: the frame's server key (unique per participant), or ``None`` to use ``seq``.
 
     Returns:
         What ``classroom.services.record_frame_result`` returns (the saved ``FrameResult``, or
@@ -127,6 +129,7 @@ def analyze_live_frame(
     return services.record_frame_result(
         participant_id=participant_id,
         seq=seq,
+        key=key,
         result=result.to_dict(),
         captured_at=captured_at,
         received_at=received_at,

@@ -22,13 +22,15 @@ def analyze_frame_task(
     received_at: float | None = None,
     source: str = StreamSource.WEBCAM,
     analysis: str = AnalysisMode.EXPRESSION,
+    key: int | None = None,
 ):
     """Analyse one live frame and record the result (:func:`live.analyze_live_frame`).
 
     Delivery: AT MOST ONCE. The sender sets a short ``expires`` (``ENGAGEMENT_FRAME_TTL_S``,
     ~10 s), the message is acknowledged before the task runs (no ``acks_late``), and a failed
     frame is never retried: a stale frame is worth nothing, the next one is already on its way.
-    Recording is idempotent on ``(participant, seq)`` anyway. Arguments and return value: see
+    Recording is idempotent on ``(participant, key)`` anyway (``key``: the frame's server key;
+    a message without one, sent before keys existed, uses ``seq``). Arguments and return value: see
     :func:`inference_worker.live.analyze_live_frame`.
     """
     return live.analyze_live_frame(
@@ -39,6 +41,7 @@ def analyze_frame_task(
         received_at=received_at,
         source=source,
         analysis=analysis,
+        key=key,
     )
 
 

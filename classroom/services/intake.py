@@ -81,8 +81,10 @@ def accept_frame(
     (JPEG/PNG/WebP), dimensions <= ``ENGAGEMENT_MAX_FRAME_SIDE`` read from the image header
     before decoding, and that it decodes. Counts ``frames_received`` (every message of an
     existing participant) and ``frames_rejected``, and updates ``last_seen_at``. The frame is
-    sent on commit with ``dispatch.send_analyze_frame``, with the stream's ``source`` and the
-    session's ``analysis`` mode; it is never stored or logged.
+    sent on commit with ``dispatch.send_analyze_frame``, with the stream's ``source``, the
+    session's ``analysis`` mode and the frame's server key (the participant's
+    ``frames_received`` after this frame: the stored result is unique on it, so a client whose
+    seq restarts loses nothing); it is never stored or logged.
 
     Args:
         participant_id: ``Participant.pk`` from the student's Django session.
@@ -114,11 +116,20 @@ def accept_frame(
         raise
     with transaction.atomic():
         _count_frame(participant.pk, rejected=False)
+        # The frame's key is the server's count of this participant's messages, read back under
+        # the row lock the UPDATE took: unique and increasing even when the client's seq
+        # restarts (a page without localStorage counts from 1 again after a reload).
+        key = (
+            Participant.objects.filter(pk=participant.pk)
+            .values_list("frames_received", flat=True)
+            .get()
+        )
         transaction.on_commit(
             partial(
                 dispatch.send_analyze_frame,
                 participant_id=participant.pk,
                 seq=header.seq,
+                key=key,
                 image=image,
                 captured_at=header.captured_at_ms,
                 received_at=received_ms,

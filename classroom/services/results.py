@@ -67,8 +67,9 @@ def record_frame_result(
     result: dict,
     captured_at: float | None = None,
     received_at: float | None = None,
+    key: int | None = None,
 ) -> FrameResult | None:
-    """Store the analysis of one frame, idempotently on ``(participant, seq)``.
+    """Store the analysis of one frame, idempotently on ``(participant, key)``.
 
     Called by the inference worker. Only numbers are stored (boxes, probabilities, labels, head
     pose, timings). All in ONE transaction whose first statement, the ``frames_analysed``
@@ -77,8 +78,8 @@ def record_frame_result(
     matched to the participant's ``Track`` rows (``classroom.tracking``: IoU/centre matching,
     time-aware EMA of the probabilities with ``ENGAGEMENT_SMOOTHING_TAU_S``), one
     ``FaceObservation`` per face (raw and smoothed expression, head pose) and the participant's
-    ``TimelineBucket`` for the arrival time. A duplicate seq fails the unique constraint and
-    rolls everything back, so it changes nothing. On commit the session's dashboards refresh and
+    ``TimelineBucket`` for the arrival time. A duplicate key (a redelivered message) fails the
+    unique constraint and rolls everything back, so it changes nothing. On commit the session's dashboards refresh and
     the student's socket gets a ``result`` message.
 
     In attention-only sessions (``session.analysis == "attention"``) every expression field is
@@ -86,7 +87,7 @@ def record_frame_result(
 
     Args:
         participant_id: ``Participant.pk``.
-        seq: the frame's client sequence number.
+        seq: the frame's client sequence number (named in the student's ``result`` message).
         result: the result dict, ``FrameAnalysis.to_dict()``: the schema of
             :class:`contracts.FrameResultPayload` (sizes in pixels, boxes normalised to 0..1
             and clipped to the frame here, 7 probabilities in FER2013 order or none, head
@@ -94,10 +95,13 @@ def record_frame_result(
         captured_at: client capture time, ms since the Unix epoch (ignored if not finite).
         received_at: server arrival time, ms since the Unix epoch; default now. It is the time
             axis of tracks, smoothing and timeline buckets.
+        key: the frame's server key from the intake (``FrameResult.seq`` is set to it: unique
+            and increasing per participant even when the client's seq restarts); ``None`` uses
+            ``seq`` (messages queued before keys existed).
 
     Returns:
         The saved ``FrameResult``, or ``None`` (logged at INFO) when the participant is gone,
-        its session is not live any more, or this seq was already recorded.
+        its session is not live any more, or this key was already recorded.
 
     Raises:
         contracts.ContractError: ``result`` does not follow the schema (a bug in the caller;
@@ -122,6 +126,7 @@ def record_frame_result(
     )
     observations = [_observation(i, face) for i, face in enumerate(payload.faces)]
     seq = int(seq)
+    frame_key = seq if key is None else int(key)
 
     analysed_at = timezone.now()
     arrived_at = _ms_to_datetime(received_at) or analysed_at
@@ -140,7 +145,7 @@ def record_frame_result(
                 return None
             frame = FrameResult.objects.create(
                 participant=participant,
-                seq=seq,
+                seq=frame_key,
                 captured_at=_ms_to_datetime(captured_at),
                 received_at=arrived_at,
                 analysed_at=analysed_at,
@@ -149,7 +154,7 @@ def record_frame_result(
                 height=payload.height,
                 timings_ms=payload.timings_ms,
             )
-            track_faces(participant, session, observations, seq=seq, received_at=arrived_at)
+            track_faces(participant, session, observations, seq=frame_key, received_at=arrived_at)
             for observation in observations:
                 observation.frame = frame
             FaceObservation.objects.bulk_create(observations)
@@ -158,7 +163,7 @@ def record_frame_result(
                 partial(_after_result, session.pk, participant.pk, seq, len(observations))
             )
     except IntegrityError:
-        if FrameResult.objects.filter(participant=participant, seq=seq).exists():
+        if FrameResult.objects.filter(participant=participant, seq=frame_key).exists():
             logger.info(
                 "duplicate result for frame %s of participant %s ignored",
                 seq,

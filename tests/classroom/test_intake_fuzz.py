@@ -5,8 +5,8 @@ each one with an ``ack`` or an ``error`` and stays open, the participant's count
 every acknowledged frame, once the worker has run on the queued message, has a stored result or
 a counted drop (never silence). Bounded: 40 examples of at most 6 messages, no deadline.
 
-Sequence numbers are distinct within an example: a restarted client counter (the same seq twice)
-is a known open hole of the intake (the second frame is acknowledged and not recorded).
+Client sequence numbers may repeat (a restarted counter): the server's frame key keeps them
+apart.
 """
 
 from __future__ import annotations
@@ -70,7 +70,9 @@ def images(draw) -> bytes:
 
 @st.composite
 def messages(draw) -> list[bytes]:
-    seqs = draw(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=6, unique=True))
+    seqs = draw(
+        st.lists(st.one_of(st.integers(0, 3), st.integers(0, 2**32 - 1)), min_size=1, max_size=6)
+    )
     out = []
     for seq in seqs:
         if draw(st.booleans()) and draw(st.booleans()):
@@ -135,4 +137,4 @@ def test_no_message_crashes_the_intake_or_goes_unanswered(batch, celery_app_mock
     participant.refresh_from_db()
     stored = set(FrameResult.objects.filter(participant=participant).values_list("seq", flat=True))
     assert len(stored) + participant.frames_dropped == len(acked), (acked, stored)
-    assert stored <= set(acked)
+    assert stored <= {k["key"] for k in sent}  # results are stored under the server's key

@@ -391,3 +391,32 @@ def test_build_session_report_upserts():
     assert first.pk == second.pk
     assert ClassSession.objects.get(pk=session.pk).report.summary["totals"]["faces"] == 1
     assert services.build_session_report("00000000-0000-0000-0000-000000000000") is None
+
+
+def test_a_restarted_client_counter_loses_no_frame(
+    django_capture_on_commit_callbacks, celery_app_mock
+):
+    """A page without localStorage counts from 1 again after a reload: the server's key keeps
+    both frames apart, and a redelivered message is still recorded once."""
+    participant = ParticipantFactory()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.accept_frame(participant.pk, frame_message(1))
+        services.accept_frame(participant.pk, frame_message(2))
+        services.frame_rate_limiter.forget(participant.pk)
+        services.accept_frame(participant.pk, frame_message(1))  # the counter restarted
+    sent = [c.kwargs["kwargs"] for c in celery_app_mock.send_task.call_args_list]
+    assert [(k["seq"], k["key"]) for k in sent] == [(1, 1), (2, 2), (1, 3)]
+    for kwargs in sent:
+        services.record_frame_result(
+            participant_id=participant.pk,
+            seq=kwargs["seq"],
+            key=kwargs["key"],
+            result=result_dict("happy"),
+        )
+    again = services.record_frame_result(
+        participant_id=participant.pk, seq=1, key=3, result=result_dict("happy")
+    )
+    assert again is None  # redelivered: recorded once
+    participant.refresh_from_db()
+    assert participant.frames_analysed == 3
+    assert sorted(participant.frame_results.values_list("seq", flat=True)) == [1, 2, 3]

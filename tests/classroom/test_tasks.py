@@ -84,6 +84,7 @@ def test_send_analyze_frame_by_name_hides_payload(settings, celery_app_mock):
     dispatch.send_analyze_frame(
         participant_id=4,
         seq=9,
+        key=12,
         image=image,
         captured_at=1.5e12,
         received_at=1.6e12,
@@ -96,6 +97,7 @@ def test_send_analyze_frame_by_name_hides_payload(settings, celery_app_mock):
     assert call.kwargs["kwargs"] == {
         "participant_id": 4,
         "seq": 9,
+        "key": 12,
         "frame_b64": base64.b64encode(image).decode("ascii"),
         "captured_at": 1.5e12,
         "received_at": 1.6e12,
@@ -109,5 +111,7 @@ def test_send_analyze_frame_by_name_hides_payload(settings, celery_app_mock):
     }
     assert call.kwargs["queue"] == "inference"
     assert call.kwargs["expires"] == 7.0
-    assert call.kwargs["kwargsrepr"] == f"{{participant_id: 4, seq: 9, <frame {len(image)} bytes>}}"
+    assert call.kwargs["kwargsrepr"] == (
+        f"{{participant_id: 4, seq: 9, key: 12, <frame {len(image)} bytes>}}"
+    )
     assert call.kwargs["kwargs"]["frame_b64"] not in call.kwargs["kwargsrepr"]

@@ -77,13 +77,14 @@ def test_task_records_the_analysis(fakes):
         frame_b64=_jpeg_b64(),
         captured_at=captured_at,
         received_at=received_at,
+        key=41,
     )
     assert value == "saved-frame-result"
     assert detector.calls == 1 and len(classifier.calls) == 1
     (kwargs,) = recorded
-    assert set(kwargs) == {"participant_id", "seq", "result", "captured_at", "received_at"}
+    assert set(kwargs) == {"participant_id", "seq", "key", "result", "captured_at", "received_at"}
     assert kwargs["participant_id"] == 7
-    assert kwargs["seq"] == 3
+    assert kwargs["seq"] == 3 and kwargs["key"] == 41
     assert kwargs["captured_at"] == captured_at
     assert kwargs["received_at"] == received_at
     result = kwargs["result"]
