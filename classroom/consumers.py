@@ -66,6 +66,13 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
     group: str | None = None
     source: str = StreamSource.WEBCAM.value
 
+    @property
+    def client_address(self) -> str | None:
+        """The peer's address (ASGI ``scope["client"]``; behind a proxy, what the server
+        reports), or ``None`` when unknown."""
+        client = self.scope.get("client")
+        return str(client[0]) if client else None
+
     @database_sync_to_async
     def _participant(self):
         django_session = self.scope.get("session")
@@ -122,7 +129,10 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
             return
         try:
             accepted = await database_sync_to_async(services.accept_frame)(
-                self.participant_id, bytes_data, source=self.source
+                self.participant_id,
+                bytes_data,
+                source=self.source,
+                client_address=self.client_address,
             )
         except services.FrameRejected as exc:
             await self._send_json(events.error_message(exc.seq, exc.code, exc.message))

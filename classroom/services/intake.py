@@ -21,7 +21,7 @@ from classroom.choices import FrameErrorCode, SessionStatus, StreamSource
 from classroom.models import Participant
 from classroom.services.errors import FrameRejected
 from classroom.services.images import check_decodable, check_format
-from classroom.services.rate_limit import frame_rate_limiter
+from classroom.services.rate_limit import address_byte_budget, frame_rate_limiter
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class FrameAccepted:
 
 
 def _validate_frame(
-    participant: Participant, data: bytes, seq: int | None
+    participant: Participant, data: bytes, seq: int | None, client_address: str | None = None
 ) -> tuple[contracts.FrameHeader, bytes]:
     session = participant.session
     if session.status != SessionStatus.LIVE:
@@ -62,6 +62,14 @@ def _validate_frame(
         raise FrameRejected(
             FrameErrorCode.TOO_LARGE, f"Image is {len(image)} bytes; at most {max_bytes}.", seq
         )
+    if client_address is not None:
+        rate = float(settings.ENGAGEMENT_INTAKE_BYTES_PER_S_PER_ADDRESS)
+        if not address_byte_budget.take(client_address, len(image), rate, 2.0 * rate):
+            raise FrameRejected(
+                FrameErrorCode.RATE_LIMITED,
+                "Too many frame bytes from this network address; frames are being skipped.",
+                seq,
+            )
     try:
         check_format(image)
         check_decodable(image, settings.ENGAGEMENT_MAX_FRAME_SIDE)
@@ -72,13 +80,17 @@ def _validate_frame(
 
 
 def accept_frame(
-    participant_id: int, data: bytes, *, source: str = StreamSource.WEBCAM
+    participant_id: int,
+    data: bytes,
+    *,
+    source: str = StreamSource.WEBCAM,
+    client_address: str | None = None,
 ) -> FrameAccepted:
     """Validate one binary frame message and queue it for analysis.
 
     Checks, in order: the participant exists, its session is live, consent was given, the rate
-    (:data:`frame_rate_limiter`), the header, size <= ``ENGAGEMENT_MAX_FRAME_BYTES``, magic bytes
-    (JPEG/PNG/WebP), dimensions <= ``ENGAGEMENT_MAX_FRAME_SIDE`` read from the image header
+    (:data:`frame_rate_limiter`), the header, size <= ``ENGAGEMENT_MAX_FRAME_BYTES``, the client
+    address's byte budget, magic bytes (JPEG), dimensions <= ``ENGAGEMENT_MAX_FRAME_SIDE`` read from the image header
     before decoding, and that it decodes. Counts ``frames_received`` (every message of an
     existing participant) and ``frames_rejected``, and updates ``last_seen_at``. The frame is
     sent on commit with ``dispatch.send_analyze_frame``, with the stream's ``source``, the
@@ -91,6 +103,9 @@ def accept_frame(
         data: 12-byte header (seq uint32 BE, captured_at float64 BE, ms since epoch) + image.
         source: what the student streams, a ``StreamSource`` value (``"webcam"`` or
             ``"screen"``; the stream consumer validates the client's choice).
+        client_address: the client's network address (the socket's peer); its frames share
+            ``ENGAGEMENT_INTAKE_BYTES_PER_S_PER_ADDRESS`` bytes per second (a burst of twice
+            that), checked before any decoding; ``None``: no address budget.
 
     Returns:
         ``FrameAccepted(seq)``.
@@ -109,7 +124,7 @@ def accept_frame(
     if participant is None:
         raise FrameRejected(FrameErrorCode.SESSION_NOT_LIVE, "You are not part of a session.", seq)
     try:
-        header, image = _validate_frame(participant, data, seq)
+        header, image = _validate_frame(participant, data, seq, client_address)
     except FrameRejected as exc:
         _count_frame(participant.pk, rejected=True)
         logger.debug("frame %s of participant %s rejected: %s", seq, participant.pk, exc.code)

@@ -1,4 +1,5 @@
-"""Per-participant frame rate limiting (a token bucket in this process's memory)."""
+"""Frame intake budgets (token buckets in this process's memory): frames per participant, and
+bytes per client address."""
 
 from __future__ import annotations
 
@@ -45,14 +46,22 @@ class FrameRateLimiter:
         Returns:
             Whether the frame may pass.
         """
-        rate = self.rate_factor / max(frame_interval_s, 1e-3)
+        return self.take(key, 1.0, self.rate_factor / max(frame_interval_s, 1e-3), self.burst)
+
+    def take(self, key, cost: float, rate: float, burst: float) -> bool:
+        """Take ``cost`` tokens from ``key``'s bucket of ``burst`` tokens refilled at ``rate``
+        per second; nothing is taken when there are not enough.
+
+        Returns:
+            Whether the tokens were there.
+        """
         with self._lock:
             now = self.clock()
-            tokens, last = self._buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + max(0.0, now - last) * rate)
-            allowed = tokens >= 1.0 - 1e-9  # tolerate float rounding of the refill
+            tokens, last = self._buckets.get(key, (burst, now))
+            tokens = min(burst, tokens + max(0.0, now - last) * rate)
+            allowed = tokens >= cost - 1e-9  # tolerate float rounding of the refill
             if allowed:
-                tokens = max(0.0, tokens - 1.0)
+                tokens = max(0.0, tokens - cost)
             self._buckets[key] = (tokens, now)
             self._calls += 1
             if self._calls % 1000 == 0:
@@ -72,3 +81,7 @@ class FrameRateLimiter:
 
 #: The process-wide limiter used by ``intake.accept_frame``.
 frame_rate_limiter = FrameRateLimiter()
+
+#: Bytes per client address (``intake.accept_frame``): students behind one address share it, so
+#: ten joins from one client do not multiply what it may make the server decode.
+address_byte_budget = FrameRateLimiter()

@@ -202,6 +202,11 @@ ENGAGEMENT_EMBEDDED_WORKER = env.bool("ENGAGEMENT_EMBEDDED_WORKER", default=not 
 # 1280 px on the longer side, a screen share; a webcam frame 640).
 ENGAGEMENT_MAX_FRAME_BYTES = env.int("ENGAGEMENT_MAX_FRAME_BYTES", default=1_000_000)
 ENGAGEMENT_MAX_FRAME_SIDE = env.int("ENGAGEMENT_MAX_FRAME_SIDE", default=1280)
+# Frame bytes per second per client address, shared by the students behind it (a class of 30
+# sharing screens of ~250 KB at one frame per second sends 7.5 MB/s).
+ENGAGEMENT_INTAKE_BYTES_PER_S_PER_ADDRESS = env.int(
+    "ENGAGEMENT_INTAKE_BYTES_PER_S_PER_ADDRESS", default=16_000_000
+)
 # Seconds after which an unanalysed live frame is worthless and expires in the broker.
 ENGAGEMENT_FRAME_TTL_S = env.float("ENGAGEMENT_FRAME_TTL_S", default=10.0)
 # Expression classifier: path of a .keras/.tflite file; empty = the shipped model.

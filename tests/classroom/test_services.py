@@ -420,3 +420,27 @@ def test_a_restarted_client_counter_loses_no_frame(
     participant.refresh_from_db()
     assert participant.frames_analysed == 3
     assert sorted(participant.frame_results.values_list("seq", flat=True)) == [1, 2, 3]
+
+
+def test_frame_bytes_are_budgeted_per_client_address_across_participants(settings):
+    """Ten joins from one client do not multiply what it may make the server decode."""
+    settings.ENGAGEMENT_INTAKE_BYTES_PER_S_PER_ADDRESS = 10_000  # a burst of 20 kB
+    image = image_bytes("JPEG", (64, 64), quality=100)
+    assert 7_000 < len(image) < 10_000
+    students = [ParticipantFactory() for _ in range(3)]
+    address = "192.0.2.77"
+    codes = []
+    for n, student in enumerate(students, start=1):
+        try:
+            services.accept_frame(student.pk, frame_message(n, image), client_address=address)
+            codes.append("ack")
+        except services.FrameRejected as exc:
+            codes.append(exc.code)
+    assert codes == ["ack", "ack", "rate_limited"]
+    # another address has its own budget; no address, no budget
+    assert (
+        services.accept_frame(
+            students[2].pk, frame_message(9, image), client_address="192.0.2.78"
+        ).seq
+        == 9
+    )
