@@ -56,6 +56,18 @@ class SessionCreateForm(forms.Form):
         ),
     )
 
+    def __init__(self, *args, emotion_inference: bool = True, **kwargs):
+        """``emotion_inference=False`` (the site-wide off-switch) offers attention only."""
+        super().__init__(*args, **kwargs)
+        if not emotion_inference:
+            field = self.fields["analysis"]
+            field.choices = [(AnalysisMode.ATTENTION, AnalysisMode.ATTENTION.label)]
+            field.initial = AnalysisMode.ATTENTION
+            field.help_text = (
+                "Expression recognition is switched off on this site: every session analyses "
+                "attention only (faces counted, head pose estimated, no expression)."
+            )
+
     def clean_title(self) -> str:
         """Strip surrounding spaces; refuse a title that is only spaces.
 

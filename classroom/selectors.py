@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from django.conf import settings
 from django.db.models import Count, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -90,9 +91,16 @@ def participant_for_stream(participant_id) -> Participant | None:
     return Participant.objects.select_related("session").filter(pk=participant_id).first()
 
 
+def emotion_inference_enabled() -> bool:
+    """The site-wide off-switch ``ENGAGEMENT_EMOTION_INFERENCE`` (default true): false makes
+    every session attention-only."""
+    return bool(settings.ENGAGEMENT_EMOTION_INFERENCE)
+
+
 def expressions_on(session: ClassSession) -> bool:
-    """Whether the session computes expressions (``False`` for attention-only sessions)."""
-    return session.analysis != AnalysisMode.ATTENTION
+    """Whether the session computes expressions (``False`` for attention-only sessions, and for
+    every session while the site-wide off-switch is off)."""
+    return session.analysis != AnalysisMode.ATTENTION and emotion_inference_enabled()
 
 
 def _frame_rows(

@@ -108,7 +108,8 @@ def analyze_live_frame(
     except ValueError as exc:
         logger.warning("frame not analysed (participant %s, seq %s): %s", participant_id, seq, exc)
         return None
-    classify = analysis == AnalysisMode.EXPRESSION
+    # The site-wide off-switch wins over a session's mode (sessions made before it was set).
+    classify = analysis == AnalysisMode.EXPRESSION and runtime.emotion_inference_enabled()
     try:
         data = base64.b64decode(frame_b64, validate=True)
         result = pipeline.analyze_bytes(

@@ -84,6 +84,13 @@ def detector_kind(kind: str | None = None) -> str:
     return value
 
 
+def emotion_inference_enabled() -> bool:
+    """The site-wide off-switch ``ENGAGEMENT_EMOTION_INFERENCE`` (default true). Off, no frame
+    is classified and no worker loads the expression classifier."""
+    value = setting("ENGAGEMENT_EMOTION_INFERENCE")
+    return value is True or str(value).strip().lower() in _TRUE
+
+
 def face_check_enabled(check: bool | None = None) -> bool:
     """Whether detections go through the second-stage face check (``None``: the
     ``ENGAGEMENT_FACE_CHECK`` setting, default true)."""
@@ -315,7 +322,8 @@ def warm(*, create_detector: bool = True) -> None:
         import_mediapipe()
     if face_check_enabled():
         get_face_check()
-    get_classifier().predict_proba([blank[:48, :48]])
+    if emotion_inference_enabled():  # off: the classifier is never loaded
+        get_classifier().predict_proba([blank[:48, :48]])
 
 
 def warm_if_configured(**_: Any) -> bool:

@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from classroom import dispatch, realtime
+from classroom import dispatch, realtime, selectors
 from classroom.choices import (
     MAX_FRAME_INTERVAL_S,
     MIN_FRAME_INTERVAL_S,
@@ -45,7 +45,8 @@ def create_session(
         frame_interval_s: seconds between frames per student, in [0.2, 10].
         analysis: ``choices.AnalysisMode`` value: ``"expression"`` (expressions and attention,
             the default) or ``"attention"`` (attention only: no expression is computed, stored
-            or shown).
+            or shown). With the site-wide off-switch (``ENGAGEMENT_EMOTION_INFERENCE=false``)
+            every session is created attention-only, whatever is asked.
 
     Returns:
         The saved ``ClassSession`` (status ``draft``).
@@ -75,6 +76,8 @@ def create_session(
         raise ValidationError(
             f"Analysis must be one of {', '.join(AnalysisMode.values)}.", code="bad_analysis"
         )
+    if not selectors.emotion_inference_enabled():
+        analysis = AnalysisMode.ATTENTION
     for _ in range(10):
         code = generate_join_code()
         try:

@@ -141,12 +141,14 @@ def _chart_context(session) -> dict[str, Any]:
     if not selectors.expressions_on(session):
         return {
             "expressions_on": False,
+            "emotion_inference_off": not selectors.emotion_inference_enabled(),
             "expressions": [],
             "expression_colours": {},
             "quality_issue_labels": {},
         }
     return {
         "expressions_on": True,
+        "emotion_inference_off": False,
         "expressions": EXPRESSIONS,
         "expression_colours": EXPRESSION_COLOURS,
         "quality_issue_labels": QUALITY_ISSUE_LABELS,

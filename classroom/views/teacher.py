@@ -60,7 +60,9 @@ def session_list_json(request: HttpRequest) -> JsonResponse:
 @teacher_required
 def session_create(request: HttpRequest) -> HttpResponse:
     """Create a draft session (title, frame interval, analysis mode) and go to its board."""
-    form = SessionCreateForm(request.POST or None)
+    form = SessionCreateForm(
+        request.POST or None, emotion_inference=selectors.emotion_inference_enabled()
+    )
     if request.method == "POST" and form.is_valid():
         try:
             session = services.create_session(

@@ -189,6 +189,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- Application knobs (ENGAGEMENT_*) ---------------------------------------------------------
+# Site-wide off-switch of emotion recognition: false makes every session attention-only (no
+# worker loads the expression classifier, the session form offers no expressions, the board says
+# so). See the README's "Responsible use" (EU AI Act, Article 5(1)(f)).
+ENGAGEMENT_EMOTION_INFERENCE = env.bool("ENGAGEMENT_EMOTION_INFERENCE", default=True)
 # Joining (classroom.views.student.join): at most this many participants per session, at most
 # ENGAGEMENT_JOIN_FAILURES_PER_MINUTE wrong join codes per client address per minute, and at most
 # ENGAGEMENT_JOINS_PER_10_MINUTES joins per client address per 10 minutes (a class behind one

@@ -599,3 +599,35 @@ def test_attention_only_session_shows_no_expression_anywhere(teacher_client, tea
     assert responses["participants"].splitlines()[0].split(",")[-1] == "attention"
     assert responses["timeline"].splitlines()[0] == "t,faces,attention"
     assert json.loads(responses["json"])["totals"]["tracks"] == 1
+
+
+# --- the site-wide off-switch of emotion recognition -------------------------------------------
+
+
+def test_with_emotion_inference_off_every_session_is_attention_only(
+    teacher_client, teacher, settings
+):
+    settings.ENGAGEMENT_EMOTION_INFERENCE = False
+    page = teacher_client.get(reverse("classroom:session_create")).content.decode()
+    assert 'value="attention"' in page and 'value="expression"' not in page
+    assert "switched off on this site" in page
+    # a forged POST asking for expressions is refused; the service forces attention anyway
+    teacher_client.post(
+        reverse("classroom:session_create"),
+        {"title": "Forged", "frame_interval_s": "1", "analysis": "expression"},
+    )
+    from classroom.models import ClassSession
+
+    assert not ClassSession.objects.filter(analysis="expression").exists()
+    direct = services.create_session(teacher=teacher, title="Direct", analysis="expression")
+    assert direct.analysis == "attention"
+
+
+def test_with_emotion_inference_off_an_older_expression_session_shows_none(
+    teacher_client, live, settings
+):
+    assert live.analysis == "expression"
+    settings.ENGAGEMENT_EMOTION_INFERENCE = False
+    board = teacher_client.get(reverse("classroom:session_detail", args=[live.pk])).content.decode()
+    assert "expression recognition is switched off on this site" in board
+    assert 'id="mix-card"' not in board and '"happy"' not in board

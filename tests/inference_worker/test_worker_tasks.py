@@ -336,3 +336,25 @@ def test_django_closes_old_connections_after_each_task(monkeypatch):
     monkeypatch.setattr(django.db, "close_old_connections", lambda: calls.append(1))
     task_postrun.send(sender=app.tasks[TASK_NAME], task_id="t", task=app.tasks[TASK_NAME])
     assert calls == [1]
+
+
+def test_with_emotion_inference_off_no_frame_is_classified(fakes, settings, monkeypatch):
+    _, classifier, recorded = fakes
+    settings.ENGAGEMENT_EMOTION_INFERENCE = False
+    loaded = []
+    monkeypatch.setattr(runtime, "get_classifier", lambda *a, **k: loaded.append(1))
+    now = time.time() * 1000.0
+    tasks.analyze_frame_task(7, 3, _jpeg_b64(), captured_at=now, received_at=now)
+    assert loaded == [] and classifier.calls == []
+    (kwargs,) = recorded
+    assert all(face["label"] is None for face in kwargs["result"]["faces"])
+
+
+def test_with_emotion_inference_off_warming_loads_no_classifier(settings, monkeypatch):
+    settings.ENGAGEMENT_EMOTION_INFERENCE = False
+    loaded = []
+    monkeypatch.setattr(runtime, "get_classifier", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr(runtime, "import_mediapipe", lambda: None)
+    monkeypatch.setattr(runtime, "get_face_check", lambda: None)
+    runtime.warm(create_detector=False)
+    assert loaded == []
