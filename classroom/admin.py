@@ -1,12 +1,16 @@
 """Django admin: admins (staff) see everything; analysis records are read-only."""
 
+import csv
+
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import Count
+from django.http import HttpResponse
 
 from classroom import tracking
 from classroom.choices import EXPRESSIONS
 from classroom.models import (
+    AuditEvent,
     ClassSession,
     FaceObservation,
     FrameResult,
@@ -15,6 +19,7 @@ from classroom.models import (
     Track,
     User,
 )
+from classroom.spreadsheet import safe_cell
 
 
 class StaffCanViewMixin:
@@ -196,3 +201,35 @@ class TrackAdmin(StaffCanViewMixin, ReadOnlyMixin, admin.ModelAdmin):
 class SessionReportAdmin(StaffCanViewMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("session", "built_at")
     list_select_related = ("session",)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(StaffCanViewMixin, ReadOnlyMixin, admin.ModelAdmin):
+    """The audit log, read-only; "Export as CSV" downloads the selected records."""
+
+    list_display = ("at", "actor_name", "action", "session_title", "session")
+    list_filter = ("action",)
+    search_fields = ("actor_name", "session_title")
+    date_hierarchy = "at"
+    actions = ["export_csv"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Export the selected records as CSV")
+    def export_csv(self, request, queryset):
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="audit-log.csv"'
+        writer = csv.writer(response)
+        writer.writerow(["at", "actor", "action", "session", "session_title", "detail"])
+        for event in queryset.order_by("at", "id"):
+            row = [
+                event.at.isoformat(),
+                event.actor_name,
+                event.action,
+                event.session_id,
+                event.session_title,
+                event.detail,
+            ]
+            writer.writerow([safe_cell(value) for value in row])
+        return response

@@ -99,3 +99,14 @@ TITLE_MAX_LENGTH = 200
 #: Dashboard "now" window and timeline bucket width, seconds (``session.update`` snapshots).
 LIVE_WINDOW_S = 10.0
 TIMELINE_BUCKET_S = 5.0
+
+
+class AuditAction(models.TextChoices):
+    """What an audit-log record says happened (``classroom.models.AuditEvent``)."""
+
+    REPORT_VIEWED = "report_viewed", "Report viewed"
+    REPORT_EXPORTED = "report_exported", "Report exported"
+    SESSION_STARTED = "session_started", "Session started"
+    SESSION_ENDED = "session_ended", "Session ended"
+    PARTICIPANT_WITHDRAWN = "participant_withdrawn", "Participant withdrawn"
+    RETENTION_DELETED = "retention_deleted", "Rows deleted by retention"

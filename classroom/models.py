@@ -27,6 +27,7 @@ from classroom.choices import (
     QUALITY_ISSUES,
     TITLE_MAX_LENGTH,
     AnalysisMode,
+    AuditAction,
     SessionStatus,
     UserRole,
 )
@@ -404,3 +405,55 @@ class SessionReport(models.Model):
 
     def __str__(self) -> str:
         return f"report of {self.session_id} built {self.built_at:%Y-%m-%d %H:%M}"
+
+
+class AuditEvent(models.Model):
+    """One append-only audit record: who did what to which session, and when. No frame data:
+    only the actor, the action, the session and a few ids or counts in ``detail``.
+
+    Rows are written by ``classroom.services.audit.record_event`` and never changed: ``save``
+    refuses an existing row and ``delete`` refuses always (the admin shows them read-only).
+    """
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        "classroom.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_name = models.CharField(
+        max_length=150, help_text="The actor's username when it happened ('system' for tasks)."
+    )
+    action = models.CharField(max_length=32, choices=AuditAction.choices)
+    session = models.ForeignKey(
+        ClassSession, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    session_title = models.CharField(max_length=200, blank=True)
+    detail = models.JSONField(default=dict, blank=True, help_text="Ids and counts, never frames.")
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(action__in=AuditAction.values), name="classroom_audit_action_valid"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action}"
+
+    def save(self, *args, **kwargs):
+        """Insert only.
+
+        Raises:
+            ValueError: the row exists already (audit records are append-only).
+        """
+        if self.pk is not None:
+            raise ValueError("audit records are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        """Never.
+
+        Raises:
+            ValueError: always (audit records are append-only).
+        """
+        raise ValueError("audit records are append-only")

@@ -9,6 +9,7 @@ One module per use case (the layout of Zulip's ``zerver/actions/``):
 ``intake``        one binary frame: validate (``images``, ``rate_limit``) and queue it by name
 ``results``       record an analysed frame (``tracks``, ``timeline``) or a dropped one
 ``reports``       build the stored report of a session
+``audit``         the append-only audit log (report views and exports, start, end, ...)
 ``errors``        the exceptions callers catch
 ================  ==============================================================================
 
@@ -20,6 +21,7 @@ Frames are never stored or logged: ``accept_frame`` validates the bytes and hand
 broker; only derived numbers (counts, boxes, probabilities, timings) reach the database.
 """
 
+from classroom.services.audit import record_event
 from classroom.services.errors import FrameRejected, JoinError, SessionStateError
 from classroom.services.intake import FrameAccepted, accept_frame
 from classroom.services.joining import (
@@ -45,6 +47,7 @@ __all__ = [
     "create_session",
     "end_session",
     "leave_session",
+    "record_event",
     "user_logged_out",
     "frame_rate_limiter",
     "join_session",

@@ -16,9 +16,11 @@ from classroom.choices import (
     MIN_FRAME_INTERVAL_S,
     TITLE_MAX_LENGTH,
     AnalysisMode,
+    AuditAction,
     SessionStatus,
 )
 from classroom.models import ClassSession, generate_join_code
+from classroom.services.audit import record_event
 from classroom.services.errors import SessionStateError
 from classroom.services.rate_limit import frame_rate_limiter
 
@@ -123,6 +125,7 @@ def start_session(session: ClassSession, *, by) -> ClassSession:
         if changed:
             transaction.on_commit(partial(realtime.broadcast, session.pk))
     if changed:
+        record_event(AuditAction.SESSION_STARTED, actor=by, session=session)
         logger.info("session %s started by user %s", session.pk, by.pk)
     return session
 
@@ -153,6 +156,7 @@ def end_session(session: ClassSession, *, by) -> ClassSession:
             participant_ids = list(session.participants.values_list("pk", flat=True))
             transaction.on_commit(partial(_after_end, session.pk, participant_ids))
     if changed:
+        record_event(AuditAction.SESSION_ENDED, actor=by, session=session)
         logger.info("session %s ended by user %s", session.pk, by.pk)
     return session
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-from typing import Any
 
 from django.http import (
     HttpRequest,
@@ -15,8 +14,9 @@ from django.http import (
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from classroom import selectors
-from classroom.choices import EXPRESSIONS
+from classroom import selectors, services
+from classroom.choices import EXPRESSIONS, AuditAction
+from classroom.spreadsheet import safe_cell
 from classroom.views.common import (
     _own_session,
     teacher_required,
@@ -46,20 +46,6 @@ def _share(mix: dict[str, float], label: str) -> str:
     return f"{mix.get(label, 0.0):.4f}"
 
 
-# First characters that make a spreadsheet evaluate a cell (OWASP "CSV Injection"), with their
-# full-width forms (U+FF1D = , U+FF0B + , U+FF0D - , U+FF20 @), which some spreadsheets
-# normalise to the ASCII ones before parsing.
-FORMULA_STARTS = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
-
-
-def _csv_cell(value) -> Any:
-    # Display names are user input: neutralise spreadsheet formula injection by prefixing a
-    # quote to cells that a spreadsheet would evaluate.
-    if isinstance(value, str) and value[:1] in FORMULA_STARTS:
-        return "'" + value
-    return "" if value is None else value
-
-
 def _export_filename(session, extension: str) -> str:
     stamp = (session.started_at or session.created_at or timezone.now()).strftime("%Y%m%d-%H%M")
     return f"session-{session.join_code}-{stamp}.{extension}"
@@ -74,6 +60,9 @@ def session_export_json(request: HttpRequest, pk) -> JsonResponse:
     shares, attention, tracks, lag and drops; in attention-only sessions every mix is ``{}``.
     """
     session = _own_session(request, pk)
+    services.record_event(
+        AuditAction.REPORT_EXPORTED, actor=request.user, session=session, detail={"format": "json"}
+    )
     payload = selectors.session_report(session)
     response = JsonResponse(payload, json_dumps_params={"indent": 2})
     response["Content-Disposition"] = f'attachment; filename="{_export_filename(session, "json")}"'
@@ -97,6 +86,12 @@ def session_export_csv(request: HttpRequest, pk) -> HttpResponse:
     table = request.GET.get("table", "participants")
     if table not in CSV_TABLES:
         return HttpResponse(f"table must be one of {', '.join(CSV_TABLES)}.", status=400)
+    services.record_event(
+        AuditAction.REPORT_EXPORTED,
+        actor=request.user,
+        session=session,
+        detail={"format": "csv", "table": table},
+    )
     name = _export_filename(session, "csv").replace(".csv", f"-{table}.csv")
     disposition = f'attachment; filename="{name}"'
     if table == "faces":
@@ -104,7 +99,7 @@ def session_export_csv(request: HttpRequest, pk) -> HttpResponse:
         writer = csv.writer(_Echo())
         lines = itertools.chain(
             [writer.writerow(header)],
-            (writer.writerow([_csv_cell(v) for v in row]) for row in rows),
+            (writer.writerow([safe_cell(v) for v in row]) for row in rows),
         )
         response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = disposition
@@ -120,7 +115,7 @@ def session_export_csv(request: HttpRequest, pk) -> HttpResponse:
         for point in report.get("timeline", []):
             mix = point.get("mix") or {}
             writer.writerow(
-                [point["t"], point["faces"], _csv_cell(point.get("attention"))]
+                [point["t"], point["faces"], safe_cell(point.get("attention"))]
                 + [_share(mix, e) for e in expressions]
             )
     else:
@@ -128,7 +123,7 @@ def session_export_csv(request: HttpRequest, pk) -> HttpResponse:
         for row in report.get("participants", []):
             mix = row.get("mix") or {}
             writer.writerow(
-                [_csv_cell(row.get(key)) for key in PARTICIPANT_COLUMNS.values()]
+                [safe_cell(row.get(key)) for key in PARTICIPANT_COLUMNS.values()]
                 + [_share(mix, e) for e in expressions]
             )
     return response

@@ -14,7 +14,7 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from classroom import selectors, services
-from classroom.choices import EXPRESSIONS
+from classroom.choices import EXPRESSIONS, AuditAction
 from classroom.forms import SessionCreateForm
 from classroom.views.common import (
     DASHBOARD_WS_PATH,
@@ -130,6 +130,7 @@ def session_report(request: HttpRequest, pk) -> HttpResponse:
     """Report of one session: totals, attention, smoothed expression mix (not in attention-only
     sessions), timeline and a per-participant table."""
     session = _own_session(request, pk)
+    services.record_event(AuditAction.REPORT_VIEWED, actor=request.user, session=session)
     report = selectors.session_report(session)
     expressions_on = selectors.expressions_on(session)
     mix = report.get("mix") or {}
