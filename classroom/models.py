@@ -98,6 +98,13 @@ class ClassSession(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
 
+    rows_deleted_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When retention deleted this session's per-frame and per-face rows; its "
+        "stored report (SessionReport) remains and is what the report pages show.",
+    )
+
     class Meta:
         ordering = ["-created_at"]
         constraints = [

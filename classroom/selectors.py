@@ -27,12 +27,14 @@ from classroom.choices import (
     QUALITY_ISSUES,
     TIMELINE_BUCKET_S,
     AnalysisMode,
+    SessionStatus,
 )
 from classroom.models import (
     ClassSession,
     FaceObservation,
     FrameResult,
     Participant,
+    SessionReport,
     TimelineBucket,
 )
 
@@ -339,6 +341,19 @@ def _face_summary(faces: list[_ReportFace], order: Sequence[str]) -> dict:
         "mix": aggregates.expression_mix((face.smoothed_label for face in faces), order),
         "mix_raw": aggregates.expression_mix((face.label for face in faces), order),
     }
+
+
+def report_for_display(session: ClassSession) -> dict:
+    """The report the report page and the exports show: the stored one (``SessionReport``) for
+    an ended session that has it, otherwise :func:`session_report` computed now (a live
+    session, or an ended one whose report task has not run yet). After retention
+    (``rows_deleted_at``) the stored report is all that is left."""
+    if session.status == SessionStatus.ENDED:
+        stored = SessionReport.objects.filter(session=session).values_list("summary", flat=True)
+        summary = stored.first()
+        if summary is not None:
+            return summary
+    return session_report(session)
 
 
 def session_report(session: ClassSession, *, now: datetime | None = None) -> dict:

@@ -12,7 +12,7 @@ from celery import shared_task
 from django.db import DatabaseError
 
 from classroom import services
-from contracts import BUILD_REPORT_TASK
+from contracts import APPLY_RETENTION_TASK, BUILD_REPORT_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -45,3 +45,17 @@ def build_session_report(session_id: str) -> str | None:
     """
     report = services.build_session_report(session_id)
     return None if report is None else str(report.pk)
+
+
+@shared_task(name=APPLY_RETENTION_TASK, acks_late=True, ignore_result=True)
+def apply_retention() -> dict:
+    """Delete the per-frame and per-face rows of sessions past the retention period.
+
+    Delivery: at-least-once (``acks_late``), sent by Celery beat every
+    ``ENGAGEMENT_RETENTION_INTERVAL_S``; running it twice is harmless
+    (``services.apply_retention`` skips sessions already done).
+
+    Returns:
+        What was deleted (``services.apply_retention``).
+    """
+    return services.apply_retention()

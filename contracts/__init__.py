@@ -23,6 +23,7 @@ from contracts.frames import (
 from contracts.labels import EXPRESSIONS
 from contracts.names import (
     ANALYZE_FRAME_TASK,
+    APPLY_RETENTION_TASK,
     BUILD_REPORT_TASK,
     DEFAULT_QUEUE,
     FRAME_DROP_REASONS,
@@ -39,6 +40,7 @@ from contracts.results import ContractError, FacePayload, FrameResultPayload
 
 __all__ = [
     "ANALYZE_FRAME_TASK",
+    "APPLY_RETENTION_TASK",
     "BUILD_REPORT_TASK",
     "DEFAULT_QUEUE",
     "EXPRESSIONS",

@@ -13,6 +13,7 @@ ANALYZE_FRAME_TASK = "inference_worker.tasks.analyze_frame_task"
 """Celery task that analyses one live frame (at-most-once; queue :data:`INFERENCE_QUEUE`)."""
 
 BUILD_REPORT_TASK = "classroom.tasks.build_session_report"
+APPLY_RETENTION_TASK = "classroom.tasks.apply_retention"
 """Celery task that builds an ended session's report (at-least-once; :data:`DEFAULT_QUEUE`)."""
 
 INFERENCE_QUEUE = "inference"

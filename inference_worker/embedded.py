@@ -8,7 +8,9 @@ worker (``WorkController``, solo pool) consuming the same task messages, by name
 differs.
 
 ``engagement/asgi.py`` calls :func:`start_embedded_worker` when ``ENGAGEMENT_EMBEDDED_WORKER``
-is true. Tasks run one at a time in the worker thread, with their own database connections
+is true. It also starts Celery beat in a thread of the same process (Celery's own
+``EmbeddedService(thread=True)``, what ``celery worker -B`` runs), so the periodic tasks of
+``CELERY_BEAT_SCHEDULE`` (retention) run in the embedded default too. Tasks run one at a time in the worker thread, with their own database connections
 (Django connections are per thread); models load in that thread on first use.
 """
 
@@ -36,6 +38,7 @@ second of an idle thread. Applied only to the ``memory://`` broker, and only whe
 _lock = threading.Lock()
 _worker: _EmbeddedWorkController | None = None
 _thread: threading.Thread | None = None
+_beat: threading.Thread | None = None
 
 
 class _EmbeddedWorkController(WorkController):
@@ -102,10 +105,24 @@ def start_embedded_worker(
         if not _wait_ready(worker, thread, timeout):
             raise RuntimeError(f"embedded Celery worker not ready after {timeout} s")
         _worker, _thread = worker, thread
+        _start_beat()
         logger.info(
-            "embedded Celery worker consuming %s (%s)", ", ".join(queues), app.conf.broker_url
+            "embedded Celery worker consuming %s (%s), beat running",
+            ", ".join(queues),
+            app.conf.broker_url,
         )
         return worker
+
+
+def _start_beat() -> None:
+    """Celery beat in a daemon thread of this process (once), with the configured schedule."""
+    global _beat
+    if _beat is not None and _beat.is_alive():
+        return
+    from celery.beat import EmbeddedService
+
+    _beat = EmbeddedService(app, thread=True, schedule_filename=app.conf.beat_schedule_filename)
+    _beat.start()
 
 
 def _run(worker: WorkController) -> None:
@@ -133,10 +150,12 @@ def stop_embedded_worker(timeout: float = 10.0) -> bool:
     Returns:
         ``True`` when no worker is left running.
     """
-    global _worker, _thread
+    global _worker, _thread, _beat
     from celery.worker import state
 
     with _lock:
+        if _beat is not None:
+            _beat.stop()
         if _thread is None:
             return True
         # The consumer loop polls this process-wide flag (celery.contrib.testing does the same).
@@ -145,13 +164,13 @@ def stop_embedded_worker(timeout: float = 10.0) -> bool:
         stopped = not _thread.is_alive()
         state.should_terminate = None
         if stopped:
-            _worker, _thread = None, None
+            _worker, _thread, _beat = None, None, None
         return stopped
 
 
 def _forget_after_fork() -> None:
-    global _lock, _worker, _thread
-    _lock, _worker, _thread = threading.Lock(), None, None
+    global _lock, _worker, _thread, _beat
+    _lock, _worker, _thread, _beat = threading.Lock(), None, None, None
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)

@@ -10,6 +10,7 @@ One module per use case (the layout of Zulip's ``zerver/actions/``):
 ``results``       record an analysed frame (``tracks``, ``timeline``) or a dropped one
 ``reports``       build the stored report of a session
 ``audit``         the append-only audit log (report views and exports, start, end, ...)
+``retention``     delete per-frame and per-face rows of old sessions, keep their reports
 ``errors``        the exceptions callers catch
 ================  ==============================================================================
 
@@ -33,6 +34,7 @@ from classroom.services.joining import (
 from classroom.services.rate_limit import FrameRateLimiter, frame_rate_limiter
 from classroom.services.reports import build_session_report
 from classroom.services.results import record_frame_dropped, record_frame_result
+from classroom.services.retention import apply_retention
 from classroom.services.sessions import create_session, end_session, start_session
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "JoinError",
     "SessionStateError",
     "accept_frame",
+    "apply_retention",
     "build_session_report",
     "create_session",
     "end_session",

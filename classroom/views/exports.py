@@ -63,7 +63,7 @@ def session_export_json(request: HttpRequest, pk) -> JsonResponse:
     services.record_event(
         AuditAction.REPORT_EXPORTED, actor=request.user, session=session, detail={"format": "json"}
     )
-    payload = selectors.session_report(session)
+    payload = selectors.report_for_display(session)
     response = JsonResponse(payload, json_dumps_params={"indent": 2})
     response["Content-Disposition"] = f'attachment; filename="{_export_filename(session, "json")}"'
     return response
@@ -105,7 +105,7 @@ def session_export_csv(request: HttpRequest, pk) -> HttpResponse:
         response["Content-Disposition"] = disposition
         return response
 
-    report = selectors.session_report(session)
+    report = selectors.report_for_display(session)
     expressions = EXPRESSIONS if selectors.expressions_on(session) else ()
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = disposition

@@ -131,7 +131,7 @@ def session_report(request: HttpRequest, pk) -> HttpResponse:
     sessions), timeline and a per-participant table."""
     session = _own_session(request, pk)
     services.record_event(AuditAction.REPORT_VIEWED, actor=request.user, session=session)
-    report = selectors.session_report(session)
+    report = selectors.report_for_display(session)
     expressions_on = selectors.expressions_on(session)
     mix = report.get("mix") or {}
     mix_raw = report.get("mix_raw") or {}

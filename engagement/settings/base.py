@@ -184,6 +184,16 @@ CELERY_TASK_ROUTES = {
     contracts.ANALYZE_FRAME_TASK: {"queue": contracts.INFERENCE_QUEUE},
     "classroom.tasks.*": {"queue": contracts.DEFAULT_QUEUE},
 }
+# Celery beat (`celery -A inference_worker beat`; in the embedded default a beat thread of the
+# web process): the retention task, on the default queue.
+CELERY_BEAT_SCHEDULE = {
+    "retention": {
+        "task": contracts.APPLY_RETENTION_TASK,
+        "schedule": env.float("ENGAGEMENT_RETENTION_INTERVAL_S", default=3600.0),
+        "options": {"queue": contracts.DEFAULT_QUEUE},
+    }
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -193,6 +203,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # worker loads the expression classifier, the session form offers no expressions, the board says
 # so). See the README's "Responsible use" (EU AI Act, Article 5(1)(f)).
 ENGAGEMENT_EMOTION_INFERENCE = env.bool("ENGAGEMENT_EMOTION_INFERENCE", default=True)
+# Retention (classroom.services.retention, run by Celery beat every
+# ENGAGEMENT_RETENTION_INTERVAL_S): per-frame and per-face rows of sessions that ended more
+# than ENGAGEMENT_RETENTION_DAYS ago are deleted; the stored session report remains.
+ENGAGEMENT_RETENTION_DAYS = env.float("ENGAGEMENT_RETENTION_DAYS", default=30.0)
+ENGAGEMENT_RETENTION_INTERVAL_S = env.float("ENGAGEMENT_RETENTION_INTERVAL_S", default=3600.0)
 # Joining (classroom.views.student.join): at most this many participants per session, at most
 # ENGAGEMENT_JOIN_FAILURES_PER_MINUTE wrong join codes per client address per minute, and at most
 # ENGAGEMENT_JOINS_PER_10_MINUTES joins per client address per 10 minutes (a class behind one

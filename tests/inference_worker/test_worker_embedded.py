@@ -87,6 +87,7 @@ def test_embedded_worker_consumes_tasks_sent_by_name():
         {
             "participant_id": 3,
             "seq": 1,
+            "key": None,
             "captured_at": 1.0,
             "received_at": report["received_ms"],
             "faces": 1,
@@ -94,3 +95,44 @@ def test_embedded_worker_consumes_tasks_sent_by_name():
     ]
     assert report["stopped"] is True
     assert report["polling_interval"] == pytest.approx(0.05)
+
+
+BEAT_SCRIPT = r"""
+import json, tempfile, threading
+import django
+django.setup()
+
+from inference_worker import embedded
+from inference_worker.celery import app
+
+ticks = []
+two = threading.Event()
+
+@app.task(name="tests.inference_worker.beat_probe", ignore_result=True)
+def beat_probe():
+    ticks.append(threading.current_thread().name)
+    if len(ticks) >= 2:
+        two.set()
+
+# The configured schedule (retention) plus a fast probe; a fresh schedule file.
+app.conf.beat_schedule = {
+    **app.conf.beat_schedule,
+    "probe": {"task": "tests.inference_worker.beat_probe", "schedule": 0.3,
+              "options": {"queue": "default"}},
+}
+app.conf.beat_schedule_filename = tempfile.mkdtemp() + "/schedule"
+embedded.start_embedded_worker()
+ran = two.wait(20)
+stopped = embedded.stop_embedded_worker()
+print(json.dumps({"ran": ran, "threads": sorted(set(ticks)), "stopped": stopped,
+                  "retention": app.conf.beat_schedule["retention"]["task"]}))
+"""
+
+
+@pytest.mark.slow
+def test_embedded_default_runs_celery_beat_for_periodic_tasks():
+    report = run_django_script(BEAT_SCRIPT)
+    assert report["ran"] is True  # beat sent the probe twice, the embedded worker ran it
+    assert report["threads"] == ["celery-embedded"]
+    assert report["retention"] == "classroom.tasks.apply_retention"
+    assert report["stopped"] is True
