@@ -147,6 +147,12 @@ class Participant(models.Model):
     )
     joined_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the student (or their teacher or an admin) withdrew consent: the "
+        "participant's per-frame and per-face rows were deleted and no frame is accepted.",
+    )
     frames_received = models.PositiveIntegerField(
         default=0, help_text="Binary frame messages received (accepted and rejected)."
     )

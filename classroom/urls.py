@@ -21,9 +21,15 @@ urlpatterns = [
     path("sessions/<uuid:pk>/report/", views.session_report, name="session_report"),
     path("sessions/<uuid:pk>/export.csv", views.session_export_csv, name="session_export_csv"),
     path("sessions/<uuid:pk>/export.json", views.session_export_json, name="session_export_json"),
+    path(
+        "sessions/<uuid:pk>/participants/<int:participant_id>/withdraw/",
+        views.participant_withdraw,
+        name="participant_withdraw",
+    ),
     # Students (no account: the Django session cookie identifies the participant).
     path("join/", views.join, name="join"),
     path("student/", views.student, name="student"),
     path("student/config.json", views.student_config, name="student_config"),
     path("student/leave/", views.student_leave, name="student_leave"),
+    path("student/withdraw/", views.student_withdraw, name="student_withdraw"),
 ]

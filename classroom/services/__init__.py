@@ -11,6 +11,7 @@ One module per use case (the layout of Zulip's ``zerver/actions/``):
 ``reports``       build the stored report of a session
 ``audit``         the append-only audit log (report views and exports, start, end, ...)
 ``retention``     delete per-frame and per-face rows of old sessions, keep their reports
+``withdrawal``    a student withdraws consent: their rows go, the session's figures follow
 ``errors``        the exceptions callers catch
 ================  ==============================================================================
 
@@ -36,6 +37,7 @@ from classroom.services.reports import build_session_report
 from classroom.services.results import record_frame_dropped, record_frame_result
 from classroom.services.retention import apply_retention
 from classroom.services.sessions import create_session, end_session, start_session
+from classroom.services.withdrawal import withdraw_participant
 
 __all__ = [
     "PARTICIPANT_SESSION_KEY",
@@ -52,6 +54,7 @@ __all__ = [
     "leave_session",
     "record_event",
     "user_logged_out",
+    "withdraw_participant",
     "frame_rate_limiter",
     "join_session",
     "record_frame_dropped",

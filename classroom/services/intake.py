@@ -41,7 +41,7 @@ def _validate_frame(
         raise FrameRejected(
             FrameErrorCode.SESSION_NOT_LIVE, f"The session is {session.status}, not live.", seq
         )
-    if participant.consent_given_at is None:
+    if participant.consent_given_at is None or participant.withdrawn_at is not None:
         raise FrameRejected(FrameErrorCode.NO_CONSENT, seq=seq)
     if not frame_rate_limiter.allow(participant.pk, session.frame_interval_s):
         raise FrameRejected(

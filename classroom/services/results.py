@@ -100,8 +100,8 @@ def record_frame_result(
             ``seq`` (messages queued before keys existed).
 
     Returns:
-        The saved ``FrameResult``, or ``None`` (logged at INFO) when the participant is gone,
-        its session is not live any more, or this key was already recorded.
+        The saved ``FrameResult``, or ``None`` (logged at INFO) when the participant is gone
+        or withdrew, its session is not live any more, or this key was already recorded.
 
     Raises:
         contracts.ContractError: ``result`` does not follow the schema (a bug in the caller;
@@ -136,11 +136,15 @@ def record_frame_result(
             # concurrent workers per participant until commit (tracks and buckets below rely
             # on it). A duplicate seq then fails the unique constraint on insert, which rolls
             # the whole transaction back, counter included.
-            if not Participant.objects.filter(pk=participant.pk).update(
+            # A withdrawn participant's late results are refused here, under the row lock, so
+            # none can be written after the withdrawal deleted their rows.
+            if not Participant.objects.filter(pk=participant.pk, withdrawn_at__isnull=True).update(
                 frames_analysed=F("frames_analysed") + 1
             ):
                 logger.info(
-                    "result for frame %s dropped: participant %s is gone", seq, participant_id
+                    "result for frame %s dropped: participant %s is gone or withdrew",
+                    seq,
+                    participant_id,
                 )
                 return None
             frame = FrameResult.objects.create(

@@ -13,8 +13,15 @@ those sockets.
 
 from classroom.views.common import MAX_WIDTH_SCREEN_PX, MAX_WIDTH_WEBCAM_PX, home, is_teacher
 from classroom.views.exports import session_export_csv, session_export_json
-from classroom.views.student import join, student, student_config, student_leave
+from classroom.views.student import (
+    join,
+    student,
+    student_config,
+    student_leave,
+    student_withdraw,
+)
 from classroom.views.teacher import (
+    participant_withdraw,
     session_create,
     session_detail,
     session_end,
@@ -28,6 +35,8 @@ __all__ = [
     "MAX_WIDTH_SCREEN_PX",
     "MAX_WIDTH_WEBCAM_PX",
     "home",
+    "participant_withdraw",
+    "student_withdraw",
     "is_teacher",
     "join",
     "session_create",

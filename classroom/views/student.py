@@ -177,3 +177,21 @@ def student_leave(request: HttpRequest) -> HttpResponse:
         services.leave_session(participant_id)
     messages.info(request, "You left the session. Nothing more is sent from this browser.")
     return redirect("classroom:join")
+
+
+@require_POST
+def student_withdraw(request: HttpRequest) -> HttpResponse:
+    """Withdraw consent from this browser: the stream stops, the participant's per-frame and
+    per-face rows are deleted (``services.withdraw_participant``), the browser forgets them."""
+    participant = _current_participant(request)
+    request.session.pop(services.PARTICIPANT_SESSION_KEY, None)
+    if participant is None:
+        messages.info(request, "This browser is not part of a session.")
+        return redirect("classroom:join")
+    services.withdraw_participant(participant)
+    messages.success(
+        request,
+        "You withdrew your consent. Everything derived from your pictures in this session was "
+        "deleted, and nothing more is sent from this browser.",
+    )
+    return redirect("classroom:join")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import (
+    Http404,
     HttpRequest,
     HttpResponse,
     JsonResponse,
@@ -163,6 +164,27 @@ def session_report(request: HttpRequest, pk) -> HttpResponse:
         "coverage_text": coverage_sentence(report.get("coverage")),
         "participant_rows": participant_rows,
         "attention_percent": None if report.get("attention") is None else report["attention"] * 100,
+        "withdrawn_ids": set(
+            session.participants.filter(withdrawn_at__isnull=False).values_list("pk", flat=True)
+        ),
         **_chart_context(session),
     }
     return render(request, "classroom/session_report.html", context)
+
+
+@require_POST
+@teacher_required
+def participant_withdraw(request: HttpRequest, pk, participant_id: int) -> HttpResponse:
+    """A teacher (or an admin) withdraws a participant of their session: as when the student
+    withdraws (``services.withdraw_participant``), recorded with the teacher as the actor."""
+    session = _own_session(request, pk)
+    participant = session.participants.filter(pk=participant_id).first()
+    if participant is None:
+        raise Http404("No such participant in this session.")
+    services.withdraw_participant(participant, by=request.user)
+    messages.success(
+        request,
+        f"{participant.display_name}'s consent was withdrawn and their per-frame and per-face "
+        "data deleted; the session's figures no longer count them.",
+    )
+    return redirect("classroom:session_report", pk=session.pk)

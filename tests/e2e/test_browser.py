@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -348,3 +349,69 @@ def test_board_says_how_many_faces_were_read_and_why_not(live_stack, live_sessio
             assert not log.page_errors, str(log)
         finally:
             browser.close()
+
+
+def test_a_streaming_student_withdraws_consent_in_chromium(
+    live_stack, live_session, fake_camera, chromium_path
+):
+    """The withdraw button stops the stream at once and deletes the student's rows."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from classroom.models import AuditEvent, FrameResult, Participant
+
+    teacher, session = live_session
+    base = live_stack.base_url
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium_path,
+            headless=True,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-video-capture={fake_camera}",
+            ],
+        )
+        try:
+            ctx = browser.new_context(viewport={"width": 1100, "height": 900})
+            ctx.set_default_timeout(20_000)
+            student = ctx.new_page()
+            log = PageLog(student, "student")
+            student.goto(f"{base}/join/?code={session.join_code}")
+            student.fill("#id_display_name", STUDENT_NAME)
+            student.check("#id_consent")
+            with student.expect_navigation():
+                student.get_by_role("button", name="Join", exact=True).click()
+            student.click("#start-webcam")
+            student.wait_for_function(
+                """() => parseInt(document.getElementById('frames-acked').textContent, 10) >= 2""",
+                timeout=30_000,
+            )
+            dialogs: list[str] = []
+
+            def accept(dialog) -> None:
+                dialogs.append(dialog.message)
+                dialog.accept()
+
+            student.on("dialog", accept)
+            student.click("#withdraw")
+            try:
+                student.wait_for_url("**/join/", timeout=15_000)
+            except Exception as exc:  # noqa: BLE001 - say what the page shows instead
+                raise AssertionError(f"{student.url}\n{student.content()[:2000]}\n{log}") from exc
+            assert dialogs and "Withdraw your consent" in dialogs[0], dialogs
+            expect(student.locator(".messages")).to_contain_text("You withdrew your consent")
+            assert not log.page_errors, str(log)
+        finally:
+            browser.close()
+
+    participant = Participant.objects.get(session=session, display_name=STUDENT_NAME)
+    assert participant.withdrawn_at is not None
+    # Frames acknowledged just before the click may still reach the worker: their results are
+    # refused for a withdrawn participant, so no row comes back once they have settled.
+    time.sleep(3)
+    assert not FrameResult.objects.filter(participant=participant).exists()
+    assert AuditEvent.objects.filter(action="participant_withdrawn", session=session).exists()
