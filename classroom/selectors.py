@@ -343,6 +343,24 @@ def _face_summary(faces: list[_ReportFace], order: Sequence[str]) -> dict:
     }
 
 
+#: The per-participant figures a report may show and export: participation, nothing about
+#: expressions or attention (reports stored before this rule are filtered on reading).
+PARTICIPATION_KEYS: tuple[str, ...] = (
+    "id",
+    "display_name",
+    "joined_at",
+    "consent_given_at",
+    "last_seen_at",
+    "frames_received",
+    "frames_rejected",
+    "frames_analysed",
+    "frames_dropped",
+    "faces",
+    "faces_per_frame",
+    "tracks",
+)
+
+
 def report_for_display(session: ClassSession) -> dict:
     """The report the report page and the exports show: the stored one (``SessionReport``) for
     an ended session that has it, otherwise :func:`session_report` computed now (a live
@@ -352,7 +370,11 @@ def report_for_display(session: ClassSession) -> dict:
         stored = SessionReport.objects.filter(session=session).values_list("summary", flat=True)
         summary = stored.first()
         if summary is not None:
-            return summary
+            participants = [
+                {key: row.get(key) for key in PARTICIPATION_KEYS}
+                for row in summary.get("participants", [])
+            ]
+            return {**summary, "participants": participants}
     return session_report(session)
 
 
@@ -383,9 +405,10 @@ def session_report(session: ClassSession, *, now: datetime | None = None) -> dic
         "lag_ms": {"mean", "p50", "p95", "max"} arrival-to-analysis latency (None when empty),
         "participants": [{"id", "display_name", "joined_at", "consent_given_at", "last_seen_at",
         "frames_received", "frames_rejected", "frames_analysed", "frames_dropped", "faces",
-        "faces_per_frame", "tracks" (distinct face tracks), "attention", "mix", "mix_raw"}, ...]
-        in join order}``. In attention-only sessions every ``mix``/``mix_raw`` is ``{}`` and no
-        expression column is read.
+        "faces_per_frame", "tracks" (distinct face tracks)}, ...] in join order: participation
+        only, no expression or attention figure per participant (no individual profiles)}``.
+        In attention-only sessions every ``mix``/``mix_raw`` is ``{}`` and no expression column
+        is read.
     """
     now = now or timezone.now()
     order = EXPRESSIONS if expressions_on(session) else ()
@@ -407,7 +430,9 @@ def session_report(session: ClassSession, *, now: datetime | None = None) -> dic
     for p in participants:
         own = frames_by_participant.get(p.pk, [])
         own_faces = sum(row.face_count for row in own)
-        summary = _face_summary(faces_by_participant.get(p.pk, []), order)
+        tracks = len(
+            {f.track_id for f in faces_by_participant.get(p.pk, []) if f.track_id is not None}
+        )
         per_participant.append(
             {
                 "id": p.pk,
@@ -421,7 +446,7 @@ def session_report(session: ClassSession, *, now: datetime | None = None) -> dic
                 "frames_dropped": p.frames_dropped,
                 "faces": own_faces,
                 "faces_per_frame": per_frame(own_faces, len(own)),
-                **summary,
+                "tracks": tracks,
             }
         )
 
@@ -469,10 +494,10 @@ def session_report(session: ClassSession, *, now: datetime | None = None) -> dic
     }
 
 
-#: Per-face export (CSV ``table=faces``), every session: (column, ORM path) pairs.
+#: Per-face export (CSV ``table=faces``), every session: (column, ORM path) pairs. No
+#: participant id and no frame number: the faces are anonymous, so that the export cannot be
+#: joined to the participants table into an individual emotion profile.
 _FACE_EXPORT_FIELDS: tuple[tuple[str, str], ...] = (
-    ("participant_id", "frame__participant_id"),
-    ("seq", "frame__seq"),
     ("received_at", "frame__received_at"),
     ("face_index", "index"),
     ("track", "track__number"),
@@ -508,8 +533,8 @@ def face_export(session: ClassSession) -> tuple[list[str], Iterator[list]]:
         ``(header, rows)``: ``header`` is :data:`FACE_EXPORT_COLUMNS`, followed by
         :data:`FACE_EXPORT_EXPRESSION_COLUMNS` unless the session is attention-only; ``rows``
         lazily yields lists in that order, by frame arrival then face index (one streamed
-        query). ``received_at`` is ISO 8601; ``track`` is the anonymous track number within the
-        participant (``None`` if untracked); ``yaw_deg``/``pitch_deg`` in degrees;
+        query). ``received_at`` is ISO 8601; ``track`` is the anonymous track number within its
+        (unnamed) stream (``None`` if untracked); ``yaw_deg``/``pitch_deg`` in degrees;
         ``attentive`` bool or ``None``; ``assessed`` whether the face-quality gate let the
         expression be read (``None``: recorded without a gate) and ``quality_issue`` why not
         (``too_small``, ``turned_away``, ``blurred`` or empty); ``label``/``smoothed_label``
@@ -533,7 +558,7 @@ def face_export(session: ClassSession) -> tuple[list[str], Iterator[list]]:
     def rows() -> Iterator[list]:
         for row in qs.iterator(chunk_size=2000):
             out = list(row[: len(FACE_EXPORT_COLUMNS)])
-            out[2] = _iso(out[2])
+            out[0] = _iso(out[0])
             if expressions:
                 label, confidence, smoothed_label, smoothed = row[len(FACE_EXPORT_COLUMNS) :]
                 out += [

@@ -36,7 +36,6 @@ PARTICIPANT_COLUMNS = {
     "faces": "faces",
     "faces_per_frame": "faces_per_frame",
     "tracks": "tracks",
-    "attention": "attention",
 }
 
 CSV_TABLES = ("participants", "timeline", "faces")
@@ -75,10 +74,11 @@ def session_export_csv(request: HttpRequest, pk) -> HttpResponse:
     """The session report as a CSV download. Attention-only sessions have no expression column.
 
     Query parameters:
-        table: ``participants`` (default: one row per participant: counters, tracks,
-            attention share 0..1, then the share 0..1 of each SMOOTHED expression),
+        table: ``participants`` (default: one row per participant: participation counters
+            and tracks, nothing about expressions or attention),
             ``timeline`` (one row per 5-s bucket: t, faces, attention, smoothed expression
-            shares) or ``faces`` (one row per observed face, streamed: arrival, track number,
+            shares) or ``faces`` (one row per observed face, anonymous, streamed: arrival, track
+            number,
             box, head yaw/pitch in degrees, attentive, then raw and smoothed label and
             confidence; see ``selectors.face_export``). Anything else: 400.
     """
@@ -119,13 +119,10 @@ def session_export_csv(request: HttpRequest, pk) -> HttpResponse:
                 + [_share(mix, e) for e in expressions]
             )
     else:
-        writer.writerow([*PARTICIPANT_COLUMNS, *expressions])
+        # Participation only: no expression or attention figure per participant.
+        writer.writerow(list(PARTICIPANT_COLUMNS))
         for row in report.get("participants", []):
-            mix = row.get("mix") or {}
-            writer.writerow(
-                [safe_cell(row.get(key)) for key in PARTICIPANT_COLUMNS.values()]
-                + [_share(mix, e) for e in expressions]
-            )
+            writer.writerow([safe_cell(row.get(key)) for key in PARTICIPANT_COLUMNS.values()])
     return response
 
 

@@ -15,7 +15,7 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from classroom import selectors, services
-from classroom.choices import EXPRESSIONS, AuditAction
+from classroom.choices import AuditAction
 from classroom.forms import SessionCreateForm
 from classroom.views.common import (
     DASHBOARD_WS_PATH,
@@ -150,10 +150,6 @@ def session_report(request: HttpRequest, pk) -> HttpResponse:
         {
             **row,
             "joined_at": parse_datetime(row["joined_at"]) if row.get("joined_at") else None,
-            "attention_percent": None if row.get("attention") is None else row["attention"] * 100,
-            "shares": [(row.get("mix") or {}).get(e, 0.0) * 100 for e in EXPRESSIONS]
-            if expressions_on
-            else [],
         }
         for row in report.get("participants", [])
     ]

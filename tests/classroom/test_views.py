@@ -465,8 +465,8 @@ def test_export_csv_participants(teacher_client, finished):
     assert [r["display_name"] for r in rows] == ["Alan", "'=HYPERLINK(1)"]  # formula neutralised
     alan = rows[0]
     assert alan["frames_analysed"] == "2" and alan["faces"] == "4"
-    assert float(alan["happy"]) == pytest.approx(0.75) and float(alan["sad"]) == pytest.approx(0.25)
-    assert list(rows[0])[-7:] == list(EXPRESSIONS)
+    # participation only: no expression or attention column per participant
+    assert not set(rows[0]) & {*EXPRESSIONS, "attention"}
 
 
 def test_export_csv_timeline(teacher_client, finished):
@@ -507,7 +507,7 @@ def test_export_json_has_raw_and_smoothed_mix(teacher_client, live, teacher):
     assert data["analysis"] == "expression"
     assert data["mix"]["happy"] == 1.0  # smoothed: happy, happy
     assert data["mix_raw"]["happy"] == 0.5 and data["mix_raw"]["sad"] == 0.5
-    assert data["participants"][0]["mix_raw"]["sad"] == 0.5
+    assert "mix_raw" not in data["participants"][0] and "mix" not in data["participants"][0]
 
 
 def test_export_csv_faces(teacher_client, live):
@@ -523,7 +523,7 @@ def test_export_csv_faces(teacher_client, live):
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert len(rows) == 3
     first = rows[0]
-    assert (first["participant_id"], first["seq"], first["face_index"]) == (str(alan.pk), "1", "0")
+    assert first["face_index"] == "0" and "participant_id" not in first  # anonymous faces
     assert (first["label"], first["smoothed_label"], first["track"]) == ("sad", "happy", "1")
     assert (first["yaw_deg"], first["attentive"]) == ("35.0", "False")
     assert float(first["smoothed_confidence"]) == pytest.approx(0.94)
@@ -596,7 +596,7 @@ def test_attention_only_session_shows_no_expression_anywhere(teacher_client, tea
         assert "probabilit" not in body.lower() and "confidence" not in body, name
     header = responses["faces"].splitlines()[0].split(",")
     assert header[-5:] == ["yaw_deg", "pitch_deg", "attentive", "assessed", "quality_issue"]
-    assert responses["participants"].splitlines()[0].split(",")[-1] == "attention"
+    assert responses["participants"].splitlines()[0].split(",")[-1] == "tracks"
     assert responses["timeline"].splitlines()[0] == "t,faces,attention"
     assert json.loads(responses["json"])["totals"]["tracks"] == 1
 
@@ -631,3 +631,15 @@ def test_with_emotion_inference_off_an_older_expression_session_shows_none(
     board = teacher_client.get(reverse("classroom:session_detail", args=[live.pk])).content.decode()
     assert "expression recognition is switched off on this site" in board
     assert 'id="mix-card"' not in board and '"happy"' not in board
+
+
+def test_an_older_stored_report_shows_no_individual_figures(teacher_client, finished):
+    from classroom.models import SessionReport
+
+    summary = services.build_session_report(finished.pk).summary
+    summary["participants"][0] |= {"mix": {"angry": 0.46}, "attention": 0.2}  # the old format
+    SessionReport.objects.filter(session=finished).update(summary=summary)
+    data = teacher_client.get(reverse("classroom:session_export_json", args=[finished.pk])).json()
+    assert "mix" not in data["participants"][0] and "attention" not in data["participants"][0]
+    page = teacher_client.get(reverse("classroom:session_report", args=[finished.pk]))
+    assert "46" not in page.content.decode().split("Participants</h2>")[1]
