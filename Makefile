@@ -35,7 +35,8 @@ migrate: install  ## apply database migrations
 
 demo: migrate  ## run the whole system on this machine (SQLite, in-process worker) at http://127.0.0.1:8000
 	$(BIN)/python manage.py setup_demo --url http://$(HOST):$(PORT)
-	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+	@# A demo is one teacher with a webcam or two: show figures for any group (the board says so).
+	ENGAGEMENT_MIN_GROUP_SIZE=$${ENGAGEMENT_MIN_GROUP_SIZE:-1} $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 services:  ## start local PostgreSQL and Redis for the tests (installs them with apt-get when root)
 	@deploy/test-services.sh start

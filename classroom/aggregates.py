@@ -520,3 +520,24 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     lo = math.floor(pos)
     hi = min(lo + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def suppress_small_groups(points: list[dict], min_size: int) -> list[dict]:
+    """Timeline points with their ``mix`` and ``attention`` blanked where fewer than
+    ``min_size`` faces were visible (``point["faces"] < min_size``): figures about one or two
+    people are figures about individuals (a k-anonymity threshold, Sweeney 2002).
+
+    Args:
+        points: :func:`bucket_timeline` output.
+        min_size: smallest group whose figures are shown, ``>= 1``.
+
+    Returns:
+        New point dicts: ``mix`` ``{}`` and ``attention`` ``None`` below the threshold, each
+        with ``"suppressed": bool``.
+    """
+    return [
+        {**p, "mix": {}, "attention": None, "suppressed": True}
+        if p.get("faces", 0) < min_size
+        else {**p, "suppressed": False}
+        for p in points
+    ]

@@ -93,6 +93,12 @@ def participant_for_stream(participant_id) -> Participant | None:
     return Participant.objects.select_related("session").filter(pk=participant_id).first()
 
 
+def min_group_size() -> int:
+    """``ENGAGEMENT_MIN_GROUP_SIZE`` (default 5, at least 1): expression and attention figures
+    are shown only for groups of at least this many faces."""
+    return max(1, int(settings.ENGAGEMENT_MIN_GROUP_SIZE))
+
+
 def emotion_inference_enabled() -> bool:
     """The site-wide off-switch ``ENGAGEMENT_EMOTION_INFERENCE`` (default true): false makes
     every session attention-only."""
@@ -186,9 +192,13 @@ def _session_timeline(session: ClassSession, now: datetime, *, full: bool = True
         return []
     end = _timeline_end(session, now)
     order = EXPRESSIONS if expressions_on(session) else ()
+    group = min_group_size()
     if full:
-        return aggregates.bucket_timeline(
-            _bucket_rows(session), session.started_at, end, TIMELINE_BUCKET_S, order
+        return aggregates.suppress_small_groups(
+            aggregates.bucket_timeline(
+                _bucket_rows(session), session.started_at, end, TIMELINE_BUCKET_S, order
+            ),
+            group,
         )
     n_buckets = aggregates.timeline_length(session.started_at, end, TIMELINE_BUCKET_S)
     window = _TAIL_POINTS + 1
@@ -196,7 +206,7 @@ def _session_timeline(session: ClassSession, now: datetime, *, full: bool = True
     points = aggregates.bucket_timeline(
         buckets, session.started_at, end, TIMELINE_BUCKET_S, order, max_points=window
     )
-    return points[-_TAIL_POINTS:]
+    return aggregates.suppress_small_groups(points[-_TAIL_POINTS:], group)
 
 
 def _participant_totals(session: ClassSession) -> dict[str, int]:
@@ -256,6 +266,8 @@ def dashboard_snapshot(
     faces = _face_rows(session, since=since, until=now)
     faces_now, participants_now = aggregates.live_counts(frames, now, LIVE_WINDOW_S)
     expressions = expressions_on(session)
+    group = min_group_size()
+    shown = faces_now >= group  # no figures about fewer than `group` people
     return {
         "type": "session.update",
         "session": str(session.pk),
@@ -264,11 +276,15 @@ def dashboard_snapshot(
         "faces_now": faces_now,
         "participants": participants_now,
         **totals,
-        "mix": aggregates.window_mix(faces, now, LIVE_WINDOW_S, EXPRESSIONS) if expressions else {},
+        "min_group_size": group,
+        "suppressed": not shown,
+        "mix": aggregates.window_mix(faces, now, LIVE_WINDOW_S, EXPRESSIONS)
+        if expressions and shown
+        else {},
         "coverage": aggregates.window_coverage(faces, now, LIVE_WINDOW_S, QUALITY_ISSUES)
-        if expressions
+        if expressions and shown
         else None,
-        "attention": aggregates.window_attention(faces, now, LIVE_WINDOW_S),
+        "attention": aggregates.window_attention(faces, now, LIVE_WINDOW_S) if shown else None,
         "lag_ms": aggregates.latest_lag_ms(frames),
         "lag_p95_ms": aggregates.lag_percentile_ms(frames, 95),
         "latest": aggregates.latest_seen(frames),
@@ -452,6 +468,10 @@ def session_report(session: ClassSession, *, now: datetime | None = None) -> dic
 
     total_faces = sum(row.face_count for row in frames)
     summary = _face_summary(faces, order)
+    group = min_group_size()
+    # People, not frames: distinct face tracks (at least the most faces seen in one frame).
+    people = max(summary["tracks"], max((row.face_count for row in frames), default=0))
+    shown = people >= group
     duration = (
         (_timeline_end(session, now) - session.started_at).total_seconds()
         if session.started_at is not None
@@ -480,14 +500,16 @@ def session_report(session: ClassSession, *, now: datetime | None = None) -> dic
             "faces_per_frame": per_frame(total_faces, len(frames)),
             "tracks": summary["tracks"],
         },
-        "mix": summary["mix"],
-        "mix_raw": summary["mix_raw"],
+        "min_group_size": group,
+        "suppressed": not shown,
+        "mix": summary["mix"] if shown else {},
+        "mix_raw": summary["mix_raw"] if shown else {},
         "coverage": aggregates.expression_coverage(
             (face.quality_issue for face in faces), QUALITY_ISSUES
         )
-        if order
+        if order and shown
         else None,
-        "attention": summary["attention"],
+        "attention": summary["attention"] if shown else None,
         "timeline": _session_timeline(session, now),
         "lag_ms": _lag_stats(frames),
         "participants": per_participant,

@@ -46,15 +46,17 @@ def withdraw_participant(participant: Participant, *, by=None) -> dict[str, int]
     """
     session = participant.session
     with transaction.atomic():
+        # The participant's row lock first, as record_frame_result takes it first: a worker
+        # recording a result waits, then finds the participant withdrawn (no deadlock).
+        Participant.objects.filter(pk=participant.pk, withdrawn_at__isnull=True).update(
+            withdrawn_at=timezone.now()
+        )
         counts = {
             "faces": FaceObservation.objects.filter(frame__participant=participant).delete()[0],
             "frames": FrameResult.objects.filter(participant=participant).delete()[0],
             "tracks": Track.objects.filter(participant=participant).delete()[0],
             "buckets": TimelineBucket.objects.filter(participant=participant).delete()[0],
         }
-        Participant.objects.filter(pk=participant.pk, withdrawn_at__isnull=True).update(
-            withdrawn_at=timezone.now()
-        )
         record_event(
             AuditAction.PARTICIPANT_WITHDRAWN,
             actor=by,

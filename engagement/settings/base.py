@@ -203,6 +203,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # worker loads the expression classifier, the session form offers no expressions, the board says
 # so). See the README's "Responsible use" (EU AI Act, Article 5(1)(f)).
 ENGAGEMENT_EMOTION_INFERENCE = env.bool("ENGAGEMENT_EMOTION_INFERENCE", default=True)
+# No individual figures: expression and attention figures are shown, exported and sent to the
+# board only for groups of at least this many faces (a k-anonymity threshold); the demo lowers
+# it, and the board then says so.
+ENGAGEMENT_MIN_GROUP_SIZE = env.int("ENGAGEMENT_MIN_GROUP_SIZE", default=5)
 # Retention (classroom.services.retention, run by Celery beat every
 # ENGAGEMENT_RETENTION_INTERVAL_S): per-frame and per-face rows of sessions that ended more
 # than ENGAGEMENT_RETENTION_DAYS ago are deleted; the stored session report remains.

@@ -1,8 +1,10 @@
 """Fixtures of the classroom tests.
 
 Every test here runs with an in-memory channel layer, a fresh frame rate limiter, no
-remembered event loop, and Celery's ``send_task`` replaced by a mock at the
-``classroom.dispatch`` boundary (no message reaches a broker, even with ``REDIS_URL`` set).
+remembered event loop, Celery's ``send_task`` replaced by a mock at the ``classroom.dispatch``
+boundary (no message reaches a broker, even with ``REDIS_URL`` set), and a minimum group size
+of 1: the aggregation tests count one to four faces; the threshold's own tests
+(``test_group_size.py``) set it back to the default 5.
 """
 
 from __future__ import annotations
@@ -12,6 +14,11 @@ from unittest import mock
 import pytest
 
 from classroom import realtime, services
+
+
+@pytest.fixture(autouse=True)
+def _figures_for_any_group(settings):
+    settings.ENGAGEMENT_MIN_GROUP_SIZE = 1
 
 
 @pytest.fixture(autouse=True)

@@ -85,6 +85,8 @@ def test_dashboard_snapshot_shape_and_values():
 
     snap = selectors.dashboard_snapshot(session, now=now)
     assert set(snap) == {
+        "min_group_size",
+        "suppressed",
         "type",
         "session",
         "status",
@@ -135,7 +137,7 @@ def test_dashboard_snapshot_shape_and_values():
     assert snap["full"] is True
     assert 6 <= len(snap["timeline"]) <= 7  # 30 s of 5-s buckets
     point = snap["timeline"][0]
-    assert set(point) == {"t", "faces", "mix", "attention"}
+    assert set(point) == {"t", "faces", "mix", "attention", "suppressed"}
     assert sum(p["faces"] for p in snap["timeline"]) == 2 + 1 + 2 + 1
     json.dumps(snap)  # JSON-able
 
@@ -186,6 +188,7 @@ def test_bucket_timeline_equals_the_row_recount():
     recount = timeline_recount(session, now=now)
     assert len(recount) == 12
     assert any(point["attention"] is not None for point in recount)
+    recount = [{**point, "suppressed": False} for point in recount]  # 4 faces, threshold 1
     assert selectors.dashboard_snapshot(session, now=now)["timeline"] == recount
     assert selectors.session_report(session, now=now)["timeline"] == recount
 

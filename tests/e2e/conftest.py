@@ -89,6 +89,8 @@ def live_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> LiveStac
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "ENGAGEMENT_EMBEDDED_WORKER": "false",
+        # The shared media show 4 faces; the board's figures are checked on them.
+        "ENGAGEMENT_MIN_GROUP_SIZE": "1",
         "ENGAGEMENT_WARM_MODELS": "true",
         "PYTHONUNBUFFERED": "1",
     }

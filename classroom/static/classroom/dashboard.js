@@ -122,6 +122,8 @@
       if (el.startForm) { el.startForm.hidden = update.status !== 'draft'; }
       if (el.endForm) { el.endForm.hidden = update.status !== 'live'; }
     }
+    var groupNotice = document.getElementById('group-notice');
+    if (groupNotice && typeof update.suppressed === 'boolean') { groupNotice.hidden = !update.suppressed; }
     renderMixList(update.mix || {});
     if (el.mixCoverage) {
       setText(el.mixCoverage, coverageText(update.coverage));
