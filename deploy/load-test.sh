@@ -34,7 +34,8 @@ export REDIS_URL="${REDIS_URL%/*}/$redis_db"
 export DJANGO_SETTINGS_MODULE=engagement.settings.production
 export DJANGO_SECRET_KEY=${DJANGO_SECRET_KEY:-"load-test-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"}
 export DJANGO_ALLOWED_HOSTS=127.0.0.1,localhost
-export DJANGO_SECURE_COOKIES=false # plain http on loopback: Secure cookies would never be sent
+# Plain http on loopback: Secure cookies would never be sent, HTTPS redirects and HSTS are off.
+export DJANGO_SECURE_COOKIES=false DJANGO_SECURE_SSL_REDIRECT=false DJANGO_SECURE_HSTS_SECONDS=0
 export DJANGO_STATIC_ROOT="$var/static"
 export ENGAGEMENT_EMBEDDED_WORKER=false ENGAGEMENT_WARM_MODELS=true PYTHONUNBUFFERED=1
 # Every simulated student joins from the loopback address: lift the per-address join limit.
