@@ -62,10 +62,10 @@ web: install  ## production-mode web server (needs DATABASE_URL and REDIS_URL)
 	$(BIN)/daphne -b $(HOST) -p $(PORT) engagement.asgi:application
 
 worker: install  ## production-mode Celery worker for live frames and reports
-	$(BIN)/celery -A inference_worker worker -Q inference,default --loglevel=INFO
+	$(BIN)/celery -A engagement worker -Q inference,default --loglevel=INFO
 
 beat: install  ## production-mode Celery beat: periodic tasks (retention); run exactly one
-	$(BIN)/celery -A inference_worker beat --loglevel=INFO
+	$(BIN)/celery -A engagement beat --loglevel=INFO
 
 .PHONY: loadtest beat
 loadtest: install  ## production-mode load test on loopback, e.g. make loadtest ARGS="--students 30 --fps 1 --seconds 60"

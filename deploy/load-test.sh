@@ -76,7 +76,7 @@ trap cleanup EXIT INT TERM
 
 "$py" -m daphne -b 127.0.0.1 -p "$port" engagement.asgi:application >"$var/web.log" 2>&1 &
 web_pid=$!
-"$py" -m celery -A inference_worker worker -Q inference,default -c 1 -P prefork \
+"$py" -m celery -A engagement worker -Q inference,default -c 1 -P prefork \
   --without-gossip --without-mingle --without-heartbeat -l INFO >"$var/worker.log" 2>&1 &
 worker_pid=$!
 

@@ -3,6 +3,6 @@
 # Exactly one beat per deployment. Its schedule file only records when each task last ran: a
 # fresh container runs the (harmless, idempotent) retention task once at start.
 set -e
-exec celery -A inference_worker beat \
+exec celery -A engagement beat \
   --schedule "${BEAT_SCHEDULE_FILE:-/tmp/celerybeat-schedule}" \
   --loglevel "${LOG_LEVEL:-INFO}"

@@ -4,6 +4,6 @@ Importing the project loads the Celery app so that ``send_task`` and ``shared_ta
 process use the configured broker.
 """
 
-from inference_worker.celery import app as celery_app
+from engagement.celery import app as celery_app
 
 __all__ = ["celery_app"]

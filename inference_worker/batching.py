@@ -7,7 +7,7 @@ Classifier back end (``ENGAGEMENT_CLASSIFIER_BACKEND``, chosen in :mod:`inferenc
 that analyse several frames at once, i.e. a thread pool; a GPU worker is started as::
 
     ENGAGEMENT_CLASSIFIER_BACKEND=keras ENGAGEMENT_BATCH_MAX_SIZE=64 \
-    ENGAGEMENT_BATCH_MAX_WAIT_MS=5 celery -A inference_worker worker -Q inference \
+    ENGAGEMENT_BATCH_MAX_WAIT_MS=5 celery -A engagement worker -Q inference \
         --pool threads -c 16
 
 (16 threads decode and detect in parallel; their faces meet in one classifier call of up to 64

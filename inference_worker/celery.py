@@ -1,41 +1,9 @@
-"""The Celery application: ``celery -A inference_worker worker -Q inference``.
+"""The project's Celery app (:mod:`engagement.celery`), importable from the worker package.
 
-Configuration comes from Django settings with the ``CELERY_`` prefix. Queues: ``inference``
-(live frames, at-most-once) and ``default`` (reports, at-least-once).
-
-Database connections: Celery's Django fixup closes every connection before and after each task
-unless ``CELERY_DB_REUSE_MAX`` is set (``celery/fixups/django.py``, Celery 5.x), so each live
-frame would open a new PostgreSQL connection: ~15% of the worker's time per frame (py-spy, in a
-``load_test`` of 15 students at 1 fps). The fixup is told to keep connections
-(:data:`DB_REUSE_MAX_TASKS`), and after each task Django's own rule decides instead
-(``close_old_connections``: a connection is closed when it is older than ``CONN_MAX_AGE``,
-which production sets to 60 s, or unusable after an error), as for a web request.
+The commands name the project: ``celery -A engagement worker`` and ``celery -A engagement beat``;
+``-A inference_worker`` still finds the same app.
 """
 
-import os
+from engagement.celery import app
 
-from celery import Celery
-from celery.signals import task_postrun
-
-from inference_worker.config import DEFAULT_SETTINGS_MODULE
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", DEFAULT_SETTINGS_MODULE)
-
-#: Tasks after which Celery's fixup closes the connections anyway (a safety net; Django's
-#: ``CONN_MAX_AGE`` normally closes them first).
-DB_REUSE_MAX_TASKS = 10_000
-
-app = Celery("engagement")
-app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["inference_worker", "classroom"])
-# The fixup reads this (old-style) key as it is; added lazily, as a default, so importing this
-# module does not load the configuration (nor Django's settings).
-app.add_defaults(lambda: {"CELERY_DB_REUSE_MAX": DB_REUSE_MAX_TASKS})
-
-
-@task_postrun.connect(dispatch_uid="inference_worker.close_old_connections")
-def _close_old_connections(**kwargs) -> None:
-    """After each task: close database connections past ``CONN_MAX_AGE`` or broken ones."""
-    from django.db import close_old_connections
-
-    close_old_connections()
+__all__ = ["app"]

@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 DEFAULT_SETTINGS_MODULE = "engagement.settings.local"
-"""The settings module when ``DJANGO_SETTINGS_MODULE`` is unset (also ``inference_worker.celery``'s)."""
+"""The settings module when ``DJANGO_SETTINGS_MODULE`` is unset."""
 
 
 def setting(name: str) -> Any:

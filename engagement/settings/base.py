@@ -184,7 +184,7 @@ CELERY_TASK_ROUTES = {
     contracts.ANALYZE_FRAME_TASK: {"queue": contracts.INFERENCE_QUEUE},
     "classroom.tasks.*": {"queue": contracts.DEFAULT_QUEUE},
 }
-# Celery beat (`celery -A inference_worker beat`; in the embedded default a beat thread of the
+# Celery beat (`celery -A engagement beat`; in the embedded default a beat thread of the
 # web process): the retention task, on the default queue.
 CELERY_BEAT_SCHEDULE = {
     "retention": {

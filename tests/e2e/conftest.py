@@ -117,7 +117,7 @@ def live_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> LiveStac
             "-m",
             "celery",
             "-A",
-            "inference_worker",
+            "engagement",
             "worker",
             "-Q",
             "inference,default",

@@ -13,7 +13,7 @@ from celery.signals import task_postrun, task_revoked, worker_process_init
 
 import contracts
 from classroom import dispatch, services
-from inference_worker import celery as worker_celery
+from engagement import celery as worker_celery
 from inference_worker import live, runtime, tasks
 from inference_worker.celery import app
 from inference_worker.pipeline import Detection
