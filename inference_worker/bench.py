@@ -119,9 +119,9 @@ class BenchRow:
 
 
 def _shared_media() -> Path:
-    root = Path(__file__).resolve().parent.parent
-    shared = Path(os.environ.get("ENGAGEMENT_SHARED_DIR", root.parent / "shared"))
-    return shared / "media"
+    from inference_worker.recall import default_media_dir
+
+    return default_media_dir()
 
 
 def webcam_sample(media_dir: Path | None = None) -> bytes:

@@ -44,6 +44,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inference_worker.config import setting
 from inference_worker.detection import SOURCES, iou_matrix
 from inference_worker.pipeline import Detection, FaceDetector
 
@@ -354,11 +355,8 @@ def format_table(rows: Sequence[FileRecall]) -> str:
 
 
 def default_media_dir() -> Path:
-    """``$ENGAGEMENT_SHARED_DIR/media``, else ``../shared/media`` beside the repository."""
-    shared = os.environ.get("ENGAGEMENT_SHARED_DIR")
-    if shared:
-        return Path(shared) / "media"
-    return Path(__file__).resolve().parents[2] / "shared" / "media"
+    """The shared media folder: ``ENGAGEMENT_SHARED_DIR`` (a setting) ``/ "media"``."""
+    return Path(setting("ENGAGEMENT_SHARED_DIR")) / "media"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

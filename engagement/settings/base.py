@@ -74,6 +74,9 @@ TEMPLATES = [
 ]
 
 VAR_DIR = Path(env("ENGAGEMENT_VAR_DIR", default=str(BASE_DIR / "var")))
+# The shared data and media beside the project (FER2013, the test media): read by the
+# developer tools (recall, bench, load_test) and the tests, never by the live path.
+ENGAGEMENT_SHARED_DIR = Path(env("ENGAGEMENT_SHARED_DIR", default=str(BASE_DIR.parent / "shared")))
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -36,7 +36,6 @@ import asyncio
 import json
 import logging
 import math
-import os
 import secrets
 import sys
 import time
@@ -117,10 +116,7 @@ def default_media_path() -> Path:
     """
     from django.conf import settings
 
-    shared = Path(
-        os.environ.get("ENGAGEMENT_SHARED_DIR", Path(settings.BASE_DIR).parent / "shared")
-    )
-    path = shared / "media" / DEFAULT_MEDIA
+    path = Path(settings.ENGAGEMENT_SHARED_DIR) / "media" / DEFAULT_MEDIA
     if not path.is_file():
         raise CommandError(
             f"default media not found: {path} (set ENGAGEMENT_SHARED_DIR or pass --media FILES)"
