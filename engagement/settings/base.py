@@ -187,21 +187,23 @@ CELERY_TASK_ROUTES = {
     contracts.ANALYZE_FRAME_TASK: {"queue": contracts.INFERENCE_QUEUE},
     "classroom.tasks.*": {"queue": contracts.DEFAULT_QUEUE},
 }
-# Celery beat (`celery -A engagement beat`; in the embedded default a beat thread of the
-# web process): the retention task, on the default queue.
-CELERY_BEAT_SCHEDULE = {
-    "retention": {
-        "task": contracts.APPLY_RETENTION_TASK,
-        "schedule": env.float("ENGAGEMENT_RETENTION_INTERVAL_S", default=3600.0),
-        "options": {"queue": contracts.DEFAULT_QUEUE},
-    }
-}
-CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
-# --- Application knobs (ENGAGEMENT_*) ---------------------------------------------------------
+# --- Logging -----------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+}
+
+# --- Application knobs (ENGAGEMENT_*): all of them, each with its comment ----------------------
+# (ENGAGEMENT_VAR_DIR and ENGAGEMENT_SHARED_DIR, the two paths, are at the top: the database
+# default needs the first.)
 # Site-wide off-switch of emotion recognition: false makes every session attention-only (no
 # worker loads the expression classifier, the session form offers no expressions, the board says
 # so). See the README's "Responsible use" (EU AI Act, Article 5(1)(f)).
@@ -247,14 +249,6 @@ ENGAGEMENT_DETECTOR = env("ENGAGEMENT_DETECTOR", default="full")
 # About 2 ms per detected face on one core; false only to measure the detector without it.
 ENGAGEMENT_FACE_CHECK = env.bool("ENGAGEMENT_FACE_CHECK", default=True)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
-}
 
 # Teacher dashboards: least seconds between two pushed snapshots (bursts of results are coalesced).
 ENGAGEMENT_DASHBOARD_REFRESH_S = env.float("ENGAGEMENT_DASHBOARD_REFRESH_S", default=0.25)
@@ -272,3 +266,15 @@ ENGAGEMENT_SMOOTHING_TAU_S = env.float("ENGAGEMENT_SMOOTHING_TAU_S", default=3.0
 ENGAGEMENT_CLASSIFIER_BACKEND = env("ENGAGEMENT_CLASSIFIER_BACKEND", default="litert")
 ENGAGEMENT_BATCH_MAX_SIZE = env.int("ENGAGEMENT_BATCH_MAX_SIZE", default=0)
 ENGAGEMENT_BATCH_MAX_WAIT_MS = env.float("ENGAGEMENT_BATCH_MAX_WAIT_MS", default=5.0)
+
+# --- Celery beat, after the knobs it reads --------------------------------------------------
+# Celery beat (`celery -A engagement beat`; in the embedded default a beat thread of the
+# web process): the retention task, on the default queue.
+CELERY_BEAT_SCHEDULE = {
+    "retention": {
+        "task": contracts.APPLY_RETENTION_TASK,
+        "schedule": ENGAGEMENT_RETENTION_INTERVAL_S,
+        "options": {"queue": contracts.DEFAULT_QUEUE},
+    }
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
