@@ -271,12 +271,19 @@ def test_teacher_board_and_student_page_in_chromium(
 
             board.screenshot(path=str(screenshot), full_page=True)
 
-            # --- the teacher ends the session; the student page stops ------------------------
+            # --- while streaming, the share buttons are off -----------------------------------
+            expect(student.locator("#start-webcam")).to_be_disabled()
+            expect(student.locator("#start-screen")).to_be_disabled()
+
+            # --- the teacher ends the session (after confirming); the student page stops -----
+            confirmations: list[str] = []
+            board.on("dialog", lambda d: (confirmations.append(d.message), d.accept()))
             with board.expect_navigation():
                 board.locator("#end-form").get_by_role(
                     "button", name="End session", exact=True
                 ).click()
             assert urlsplit(board.url).path == f"/sessions/{session.pk}/report/", board.url
+            assert confirmations and confirmations[0].startswith("End the class"), confirmations
 
             expect(student.locator("#session-state")).to_have_text(
                 "Ended by the teacher", timeout=15_000

@@ -88,8 +88,9 @@
     setText(el.acked, state.acked);
     setText(el.rejected, state.rejected);
     el.stop.disabled = !streaming;
-    el.webcam.disabled = state.ended || !hasCamera;
-    el.screen.disabled = state.ended || !hasScreen;
+    // While streaming, the two share buttons are off: Stop first, then choose again.
+    el.webcam.disabled = state.ended || !hasCamera || streaming;
+    el.screen.disabled = state.ended || !hasScreen || streaming;
   }
 
   var media = navigator.mediaDevices;
