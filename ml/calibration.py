@@ -13,10 +13,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
 __all__ = [
+    "LOGIT_BIAS_GRID",
+    "fit_logit_bias",
     "ECE_BINS",
     "apply_temperature",
     "calibration_report",
@@ -223,3 +226,72 @@ def plot_reliability(
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+#: Offsets tried per class by :func:`fit_logit_bias` (natural-log units added to a logit).
+LOGIT_BIAS_GRID: tuple[float, ...] = (
+    -0.6,
+    -0.5,
+    -0.4,
+    -0.3,
+    -0.2,
+    -0.1,
+    0.0,
+    0.1,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+)
+
+
+def fit_logit_bias(
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[int],
+    min_recall: dict[int, float],
+    grid: Sequence[float] = LOGIT_BIAS_GRID,
+) -> tuple[np.ndarray, float]:
+    """Per-class offsets added to the logits that correct a prior shift, fitted on held-out faces.
+
+    A model trained on other targets than the labels it is scored on (here: FER+ vote shares
+    and a teacher's soft targets, which favour "neutral", scored on FER2013's labels) is off by
+    a per-class constant in log space (a label-prior shift; Saerens et al. 2002, "Adjusting the
+    outputs of a classifier to new a priori probabilities"). This searches the offsets of
+    ``classes`` on ``grid`` (all combinations) and keeps the one of highest accuracy among those
+    meeting every ``min_recall``; ties keep the smaller total shift.
+
+    Args:
+        probabilities: ``(N, C)`` softmax outputs on the fitting split (PublicTest, never the
+            reported one).
+        labels: ``(N,)`` class ids.
+        classes: the classes whose offsets are searched (the others stay 0).
+        min_recall: ``{class: recall}`` floors, ``0..1``.
+        grid: offsets tried per class.
+
+    Returns:
+        ``(offsets, accuracy)``: ``float32`` ``(C,)`` offsets and the fitted split's accuracy
+        with them.
+
+    Raises:
+        ValueError: no combination meets the floors, or bad shapes.
+    """
+    import itertools
+
+    probabilities, labels = _check(probabilities, labels)
+    logits = np.log(np.clip(probabilities, 1e-12, 1.0))
+    n_classes = logits.shape[1]
+    best: tuple[float, float, np.ndarray] | None = None
+    for combo in itertools.product(grid, repeat=len(classes)):
+        offsets = np.zeros(n_classes, np.float64)
+        offsets[list(classes)] = combo
+        pred = (logits + offsets).argmax(1)
+        if any((pred[labels == c] == c).mean() < floor for c, floor in min_recall.items()):
+            continue
+        accuracy = float((pred == labels).mean())
+        key = (accuracy, -float(np.abs(offsets).sum()))
+        if best is None or key > best[:2]:
+            best = (*key, offsets)
+    if best is None:
+        raise ValueError(f"no offsets on the grid meet the recall floors {min_recall}")
+    return best[2].astype(np.float32), best[0]

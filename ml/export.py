@@ -264,6 +264,7 @@ def export_model(
     progress: bool = False,
     tta_views: Sequence[str] = (),
     logit_adjustment: float = 0.0,
+    logit_bias: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Export a trained model and write its metadata, after a parity check.
 
@@ -292,6 +293,8 @@ def export_model(
         logit_adjustment: ``tau`` of :func:`logit_adjustment_offsets`; when positive, the
             offsets (from the Training labels and the run's ``class_weight_power``) are added
             to the bias of the ``logits`` layer, so every file carries the correction.
+        logit_bias: ``{label: offset}`` added to those logits too: a label-prior correction
+            fitted on PublicTest (``ml.evaluate --fit-logit-bias``); ``None``: none.
 
     Returns:
         The metadata dict written to ``NAME.json``.
@@ -337,6 +340,18 @@ def export_model(
             "class_weight_power": power,
             "offsets": [round(float(o), 6) for o in offsets],
             "source": "Menon et al. 2021, Long-tail learning via logit adjustment",
+        }
+    bias = None
+    if logit_bias:
+        unknown = set(logit_bias) - set(EXPRESSIONS)
+        if unknown:
+            raise ValueError(f"unknown labels in the logit bias: {sorted(unknown)}")
+        vector = np.array([logit_bias.get(label, 0.0) for label in EXPRESSIONS], np.float32)
+        _add_to_logits_bias(model, vector)
+        bias = {
+            "offsets": {label: float(logit_bias.get(label, 0.0)) for label in EXPRESSIONS},
+            "source": "fitted on PublicTest by ml.evaluate --fit-logit-bias (label-prior "
+            "correction, Saerens et al. 2002)",
         }
     if tta_views:
         from ml.models.tta import with_tta
@@ -441,6 +456,7 @@ def export_model(
                     else None
                 ),
                 "logit_adjustment": adjustment,
+                "logit_bias": bias,
             },
             "files": {
                 "keras": _file_entry(keras_file),
@@ -514,11 +530,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(1 = exact; default 0 = off)",
     )
     p.add_argument(
+        "--logit-bias",
+        default="",
+        metavar="LABEL=OFFSET,...",
+        help="add these offsets to the logits (from ml.evaluate --fit-logit-bias)",
+    )
+    p.add_argument(
         "--unsafe-deserialization",
         action="store_true",
         help="load models with Lambda layers (only for files you trust)",
     )
     return p.parse_args(argv)
+
+
+def _parse_bias(text: str) -> dict[str, float] | None:
+    """``"angry=0.3,neutral=-0.3"`` -> ``{"angry": 0.3, "neutral": -0.3}``; ``""`` -> ``None``.
+
+    Raises:
+        ValueError: an item is not ``LABEL=NUMBER``.
+    """
+    out = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        label, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--logit-bias items are LABEL=OFFSET, got {item!r}")
+        out[label.strip()] = float(value)
+    return out or None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -538,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=True,
             tta_views=[v.strip() for v in a.tta_views.split(",") if v.strip()],
             logit_adjustment=a.logit_adjustment,
+            logit_bias=_parse_bias(a.logit_bias),
         )
     except ParityError as exc:
         print(f"parity check failed: {exc}", file=sys.stderr)

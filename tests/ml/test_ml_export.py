@@ -216,3 +216,58 @@ def test_export_with_logit_adjustment_shifts_the_logits(tmp_path, tiny_keras_mod
             min_parity_samples=20,
             logit_adjustment=1.0,
         )
+
+
+def test_export_with_a_logit_bias_adds_it_to_the_logits(tmp_path, tiny_keras_model, tiny_csv):
+    import keras
+
+    from ml.inference import ExpressionClassifier
+
+    bias = {"angry": 0.5, "neutral": -0.25}
+    meta = export_model(
+        tiny_keras_model,
+        tmp_path / "bias",
+        data=tiny_csv,
+        quantize="none",
+        min_parity_samples=20,
+        logit_bias=bias,
+    )
+    offsets = np.array([0.5, 0, 0, 0, 0, 0, -0.25], np.float32)
+    assert meta["model"]["logit_bias"]["offsets"]["angry"] == 0.5
+    faces = np.random.default_rng(1).random((3, 48, 48, 1), dtype=np.float32)
+    plain = keras.models.load_model(tiny_keras_model, compile=False)(faces).numpy()
+    got = np.log(
+        ExpressionClassifier.load(
+            tmp_path / "bias" / "expression_cnn.keras"
+        ).predict_proba_preprocessed(faces)
+    )
+    expected = plain + offsets
+    expected = expected - np.log(np.exp(expected).sum(1, keepdims=True))
+    np.testing.assert_allclose(got, expected, atol=2e-3)
+    with pytest.raises(ValueError, match="unknown labels"):
+        export_model(
+            tiny_keras_model,
+            tmp_path / "bad",
+            data=tiny_csv,
+            quantize="none",
+            min_parity_samples=20,
+            logit_bias={"anger": 1.0},
+        )
+
+
+def test_fit_logit_bias_corrects_a_prior_shift_on_held_out_faces():
+    from ml.calibration import fit_logit_bias
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 7, 2000)
+    logits = rng.normal(0, 1, (2000, 7))
+    logits[np.arange(2000), labels] += 2.0
+    logits[:, 6] += 1.0  # a model that favours neutral
+    logits[:, 0] -= 0.8  # and neglects angry
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    before = (p.argmax(1) == labels).mean()
+    offsets, accuracy = fit_logit_bias(p, labels, [0, 6], {0: 0.6, 6: 0.6})
+    assert offsets[0] > 0 and offsets[6] < 0 and offsets[1:6].tolist() == [0] * 5
+    assert accuracy > before
+    with pytest.raises(ValueError, match="floors"):
+        fit_logit_bias(p, labels, [0], {0: 1.0})
