@@ -99,6 +99,23 @@ class PageLog:
         )
 
 
+def launch_chromium(pw, chromium_path: str, fake_camera: Path):
+    """Debian's headless Chromium whose camera plays ``fake_camera`` (no permission prompt)."""
+    return pw.chromium.launch(
+        executable_path=chromium_path,
+        headless=True,
+        args=[
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={fake_camera}",
+        ],
+    )
+
+
 def _text(page, selector: str) -> str:
     return page.locator(selector).inner_text().strip()
 
@@ -156,19 +173,7 @@ def test_teacher_board_and_student_page_in_chromium(
     observed: dict[str, object] = {}
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=chromium_path,
-            headless=True,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-video-capture={fake_camera}",
-            ],
-        )
+        browser = launch_chromium(pw, chromium_path, fake_camera)
         try:
             teacher_ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
             student_ctx = browser.new_context(viewport={"width": 1100, "height": 900})
@@ -369,19 +374,7 @@ def test_a_streaming_student_withdraws_consent_in_chromium(
     teacher, session = live_session
     base = live_stack.base_url
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=chromium_path,
-            headless=True,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-video-capture={fake_camera}",
-            ],
-        )
+        browser = launch_chromium(pw, chromium_path, fake_camera)
         try:
             ctx = browser.new_context(viewport={"width": 1100, "height": 900})
             ctx.set_default_timeout(20_000)
