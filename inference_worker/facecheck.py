@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference_worker.pipeline import Detection
+from inference_worker.pipeline import Detection, FaceDetector
 from ml.preprocessing import aligned_crop, eye_roll_deg
 
 __all__ = [
@@ -240,10 +240,11 @@ class CheckedFaceDetector:
         rule: the decision.
 
     Each kept :class:`~inference_worker.pipeline.Detection` carries its ``presence`` score, so a
-    false box can be explained afterwards.
+    false box can be explained afterwards; boxes too small to keep are dropped before the model
+    runs, and boxes kept unjudged (10-32 px) still get their score measured and reported.
     """
 
-    detector: object
+    detector: FaceDetector
     check: FaceLandmarkCheck
     rule: FaceCheckRule = DEFAULT_RULE
 
