@@ -51,38 +51,21 @@ class TileGrid:
 
     Attributes:
         cols: tiles across, ``>= 1``.
-        rows: tiles down, ``>= 1``; ``0`` chooses them per frame so that the tiles come out
-            about square (:meth:`rows_for`).
+        rows: tiles down, ``>= 1``.
         overlap: fraction of a tile's side shared with its neighbour, ``0 <= overlap < 1``.
             0.25 (the default) means a face up to a quarter of a tile wide that a tile border
             cuts is still whole in the neighbouring tile.
     """
 
     cols: int
-    rows: int = 0
+    rows: int
     overlap: float = 0.25
 
     def __post_init__(self) -> None:
-        if self.cols < 1 or self.rows < 0:
-            raise ValueError(f"a tile grid needs cols >= 1, rows >= 0, got {self.cols}x{self.rows}")
+        if self.cols < 1 or self.rows < 1:
+            raise ValueError(f"a tile grid needs cols, rows >= 1, got {self.cols}x{self.rows}")
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
-
-    def rows_for(self, width: int, height: int) -> int:
-        """Rows over a ``width`` x ``height`` frame: ``rows``, or with ``rows=0`` the count that
-        makes the tiles closest to square, ``max(1, round(cols * height / width))``.
-
-        Why square: BlazeFace's input is square and MediaPipe letterboxes a wide tile into it,
-        so a 16:9 tile wastes 44% of the input and shows its faces that much smaller. A 4x2 grid
-        on a 16:9 frame shows the faces as large as a 4x4 grid does, in half the passes.
-        """
-        if self.rows:
-            return self.rows
-        return max(1, round(self.cols * height / width))
-
-    def tiles_for(self, width: int, height: int) -> int:
-        """Tiles (detector passes) over a ``width`` x ``height`` frame."""
-        return self.cols * self.rows_for(width, height)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +120,10 @@ class TilingSettings:
     detector_min_confidence: float | None = None
     edge_margin: float | None = 0.01
 
-    def passes(self, width: int = 640, height: int = 360) -> int:
-        """Detector calls per ``width`` x ``height`` frame (default a 16:9 640x360 one), not
-        counting verification."""
-        return int(self.whole_frame) + sum(g.tiles_for(width, height) for g in self.grids)
+    @property
+    def passes(self) -> int:
+        """Detector calls per frame, not counting verification."""
+        return int(self.whole_frame) + sum(g.cols * g.rows for g in self.grids)
 
 
 SOURCES: tuple[str, ...] = (*(source.value for source in StreamSource), "room")
@@ -214,8 +197,7 @@ def tile_windows(width: int, height: int, grid: TileGrid) -> list[tuple[int, int
         grid: the grid.
 
     Returns:
-        ``cols * grid.rows_for(width, height)`` windows ``(x0, y0, x1, y1)`` (exclusive
-        ends), row by row.
+        ``cols * rows`` windows ``(x0, y0, x1, y1)`` (exclusive ends), row by row.
 
     Raises:
         ValueError: a non-positive frame size.
@@ -223,7 +205,7 @@ def tile_windows(width: int, height: int, grid: TileGrid) -> list[tuple[int, int
     if width < 1 or height < 1:
         raise ValueError(f"frame size must be positive, got {width}x{height}")
     tw, xs = _axis_starts(width, grid.cols, grid.overlap)
-    th, ys = _axis_starts(height, grid.rows_for(width, height), grid.overlap)
+    th, ys = _axis_starts(height, grid.rows, grid.overlap)
     return [(x, y, x + tw, y + th) for y in ys for x in xs]
 
 
@@ -377,7 +359,7 @@ class TiledFaceDetector:
     ``min_tile_side`` upscaled first); tile detections are mapped back to frame pixels, those
     below ``min_score`` or cut by an inner tile edge (``edge_margin``) dropped, and the rest
     merged by :func:`nms`. Detector calls per frame:
-    ``settings.passes(width, height)`` plus one per verified detection.
+    ``settings.passes`` plus one per verified detection.
 
     Args:
         detector: any face detector (a MediaPipe one, or a fake in tests).

@@ -216,9 +216,10 @@ DEFAULT_RULE: FaceCheckRule = FaceCheckRule()
 on degraded copies of its faces (``python -m inference_worker.facecheck_curves`` prints the
 tables; ``python -m inference_worker.recall`` the precision and recall per mode):
 
-* ``min_side=10``: every box under 10 px that the three modes drew on these frames (16:
-  clasped hands, an ear) is not a face; the smallest face found is 10 px (a pupil of the CCTV
-  clip), and the face-quality gate reads no face under 12 px anyway.
+* ``min_side=10``: every box under 10 px that the three modes drew on these frames is not a
+  face (a one-off count of their unchecked output: 16, clasped hands and an ear); the smallest
+  face found is 10 px (a pupil of the CCTV clip), and the face-quality gate reads no face under
+  12 px anyway.
 * ``judged_from_side=32``: under 32 px the landmark model misses too many real faces (58% of
   the 10-16 px faces and 43% of the 24-32 px ones reach a presence of 0.05, table 1), so
   trusting it there would lose faces that the detector found; such boxes are kept.

@@ -50,19 +50,19 @@ _lock = threading.RLock()
 _detectors: dict[str, FaceDetector] = {}
 _tiled: dict[str, FaceDetector] = {}
 _checked: dict[str, FaceDetector] = {}
-_face_check: list[Any] = []  # the process's FaceLandmarkCheck, once loaded
+_face_check: Any = None  # the process's FaceLandmarkCheck, once loaded
 _classifiers: dict[tuple[str | None, str, int, float], ExpressionModel] = {}
 
 
 def _reset_after_fork() -> None:
     """In a forked child: forget the parent's models (MediaPipe's threads do not survive a fork)."""
-    global _lock
+    global _lock, _face_check
     _lock = threading.RLock()
     _detectors.clear()
     _tiled.clear()
     _checked.clear()
-    _face_check.clear()
     _classifiers.clear()
+    _face_check = None
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
@@ -84,20 +84,22 @@ def detector_kind(kind: str | None = None) -> str:
     return value
 
 
+def _setting_on(name: str) -> bool:
+    """A boolean setting, also when given as text ("1", "true", "yes", "on")."""
+    value = setting(name)
+    return value is True or str(value).strip().lower() in _TRUE
+
+
 def emotion_inference_enabled() -> bool:
     """The site-wide off-switch ``ENGAGEMENT_EMOTION_INFERENCE`` (default true). Off, no frame
     is classified and no worker loads the expression classifier."""
-    value = setting("ENGAGEMENT_EMOTION_INFERENCE")
-    return value is True or str(value).strip().lower() in _TRUE
+    return _setting_on("ENGAGEMENT_EMOTION_INFERENCE")
 
 
 def face_check_enabled(check: bool | None = None) -> bool:
     """Whether detections go through the second-stage face check (``None``: the
     ``ENGAGEMENT_FACE_CHECK`` setting, default true)."""
-    if check is not None:
-        return bool(check)
-    value = setting("ENGAGEMENT_FACE_CHECK")
-    return value is True or str(value).strip().lower() in _TRUE
+    return bool(check) if check is not None else _setting_on("ENGAGEMENT_FACE_CHECK")
 
 
 def get_face_check() -> Any:
@@ -107,13 +109,14 @@ def get_face_check() -> Any:
     Raises:
         FileNotFoundError: the shipped ``face_landmark.tflite`` is missing.
     """
+    global _face_check
     with _lock:
-        if not _face_check:
+        if _face_check is None:
             from inference_worker.facecheck import FaceLandmarkCheck
 
-            _face_check.append(FaceLandmarkCheck())
-            logger.info("loaded face check %r (pid %d)", _face_check[0], os.getpid())
-        return _face_check[0]
+            _face_check = FaceLandmarkCheck()
+            logger.info("loaded face check %r (pid %d)", _face_check, os.getpid())
+        return _face_check
 
 
 def get_detector(
@@ -342,8 +345,7 @@ def warm_if_configured(**_: Any) -> bool:
     Returns:
         Whether the models were warmed.
     """
-    value = setting("ENGAGEMENT_WARM_MODELS")
-    if not (value is True or str(value).strip().lower() in _TRUE):
+    if not _setting_on("ENGAGEMENT_WARM_MODELS"):
         return False
     try:
         warm(create_detector=False)
@@ -356,6 +358,7 @@ def warm_if_configured(**_: Any) -> bool:
 
 def clear() -> None:
     """Close and forget the loaded models (tests, reloads). Safe to call at any time."""
+    global _face_check
     with _lock:
         for detector in _detectors.values():
             close = getattr(detector, "close", None)
@@ -364,7 +367,7 @@ def clear() -> None:
         _detectors.clear()
         _tiled.clear()
         _checked.clear()
-        _face_check.clear()
+        _face_check = None
         for classifier in _classifiers.values():
             close = getattr(classifier, "close", None)
             if close is not None:

@@ -11,15 +11,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from classroom.choices import AuditAction, SessionStatus
-from classroom.models import (
-    ClassSession,
-    FaceObservation,
-    FrameResult,
-    SessionReport,
-    TimelineBucket,
-    Track,
-)
+from classroom.models import ClassSession, Participant, SessionReport
 from classroom.services.audit import record_event
+from classroom.services.frame_rows import delete_frame_rows
 from classroom.services.reports import build_session_report
 
 logger = logging.getLogger(__name__)
@@ -53,14 +47,7 @@ def apply_retention(*, now: datetime | None = None, days: float | None = None) -
         if not SessionReport.objects.filter(session=session).exists():
             build_session_report(session.pk)
         with transaction.atomic():
-            counts = {
-                "faces": FaceObservation.objects.filter(
-                    frame__participant__session=session
-                ).delete()[0],
-                "frames": FrameResult.objects.filter(participant__session=session).delete()[0],
-                "tracks": Track.objects.filter(participant__session=session).delete()[0],
-                "buckets": TimelineBucket.objects.filter(participant__session=session).delete()[0],
-            }
+            counts = delete_frame_rows(Participant.objects.filter(session=session))
             ClassSession.objects.filter(pk=session.pk).update(rows_deleted_at=now)
             record_event(
                 AuditAction.RETENTION_DELETED,

@@ -11,16 +11,11 @@ from django.utils import timezone
 
 from classroom import realtime
 from classroom.choices import AuditAction, SessionStatus
-from classroom.models import (
-    FaceObservation,
-    FrameResult,
-    Participant,
-    SessionReport,
-    TimelineBucket,
-    Track,
-)
+from classroom.models import ClassSession, Participant, SessionReport
 from classroom.services.audit import record_event
+from classroom.services.frame_rows import delete_frame_rows
 from classroom.services.rate_limit import frame_rate_limiter
+from classroom.services.reports import build_session_report
 
 logger = logging.getLogger(__name__)
 
@@ -44,19 +39,15 @@ def withdraw_participant(participant: Participant, *, by=None) -> dict[str, int]
     Returns:
         ``{"frames", "faces", "tracks", "buckets"}``: rows deleted.
     """
-    session = participant.session
+    # Fresh: the caller's participant may carry its session as it was when it joined.
+    session = ClassSession.objects.get(pk=participant.session_id)
     with transaction.atomic():
         # The participant's row lock first, as record_frame_result takes it first: a worker
         # recording a result waits, then finds the participant withdrawn (no deadlock).
         Participant.objects.filter(pk=participant.pk, withdrawn_at__isnull=True).update(
             withdrawn_at=timezone.now()
         )
-        counts = {
-            "faces": FaceObservation.objects.filter(frame__participant=participant).delete()[0],
-            "frames": FrameResult.objects.filter(participant=participant).delete()[0],
-            "tracks": Track.objects.filter(participant=participant).delete()[0],
-            "buckets": TimelineBucket.objects.filter(participant=participant).delete()[0],
-        }
+        counts = delete_frame_rows(Participant.objects.filter(pk=participant.pk))
         record_event(
             AuditAction.PARTICIPANT_WITHDRAWN,
             actor=by,
@@ -78,16 +69,15 @@ def _after_withdrawal(participant_id: int, session_id) -> None:
 
 
 def _refresh_stored_report(session, participant_id: int) -> None:
-    from classroom.services.reports import build_session_report
-
     report = SessionReport.objects.filter(session=session).first()
+    if report is None:
+        return  # the report task builds it from the remaining rows
     if session.rows_deleted_at is None:
-        if report is not None:
-            build_session_report(session.pk)
+        build_session_report(session.pk)
         return
-    if report is not None:
-        summary = dict(report.summary)
-        summary["participants"] = [
-            row for row in summary.get("participants", []) if row.get("id") != participant_id
-        ]
-        SessionReport.objects.filter(pk=report.pk).update(summary=summary)
+    # After retention there are no rows to rebuild from: drop the participant's row only.
+    summary = dict(report.summary)
+    summary["participants"] = [
+        row for row in summary.get("participants", []) if row.get("id") != participant_id
+    ]
+    SessionReport.objects.filter(pk=report.pk).update(summary=summary)

@@ -29,40 +29,36 @@ from classroom.views.common import (
 THROTTLED_MESSAGE = "Too many join attempts from this network. Wait a minute, then try again."
 
 
-def _join_throttled(request: HttpRequest, *, count_join: bool = False) -> bool:
-    """Whether this client address is over a join limit (django-ratelimit, the cache's counters).
-
-    Two limits per client address: ``ENGAGEMENT_JOIN_FAILURES_PER_MINUTE`` wrong codes (counted
-    by :func:`_count_failure`) and ``ENGAGEMENT_JOINS_PER_10_MINUTES`` join attempts (counted
-    here when ``count_join`` is true).
-    """
-    # The failures so far, not counting this request: at the limit, the next attempt waits.
-    usage = get_usage(
+def _wrong_codes(request: HttpRequest, *, count: bool) -> dict | None:
+    """This client address's wrong join codes in the current minute (django-ratelimit usage:
+    ``{"count", "limit", ...}``, ``None`` when rate limiting is off); ``count`` adds one."""
+    return get_usage(
         request,
         group="join-failures",
         key="ip",
         rate=f"{settings.ENGAGEMENT_JOIN_FAILURES_PER_MINUTE}/m",
-        increment=False,
+        increment=count,
     )
-    failures = usage is not None and usage["count"] >= usage["limit"]
-    joins = is_ratelimited(
+
+
+def _join_throttled(request: HttpRequest) -> bool:
+    """Whether this client address is over a join limit (django-ratelimit, the cache's counters),
+    counting this attempt.
+
+    Two limits per client address: ``ENGAGEMENT_JOIN_FAILURES_PER_MINUTE`` wrong codes (counted
+    after each wrong code; at the limit the next attempt waits, whatever its code) and
+    ``ENGAGEMENT_JOINS_PER_10_MINUTES`` join attempts.
+    """
+    failures = _wrong_codes(request, count=False)
+    too_many_wrong = failures is not None and failures["count"] >= failures["limit"]
+    too_many_joins = is_ratelimited(
         request,
         group="joins",
         key="ip",
         rate=f"{settings.ENGAGEMENT_JOINS_PER_10_MINUTES}/10m",
-        increment=count_join,
-    )
-    return failures or joins
-
-
-def _count_failure(request: HttpRequest) -> None:
-    is_ratelimited(
-        request,
-        group="join-failures",
-        key="ip",
-        rate=f"{settings.ENGAGEMENT_JOIN_FAILURES_PER_MINUTE}/m",
         increment=True,
     )
+    return too_many_wrong or too_many_joins
 
 
 @never_cache
@@ -83,7 +79,7 @@ def join(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = JoinForm(request.POST)
         status = 400
-        if _join_throttled(request, count_join=True):
+        if _join_throttled(request):
             error_code, status = "throttled", 429
             form.add_error(None, THROTTLED_MESSAGE)
         elif form.is_valid():
@@ -96,7 +92,7 @@ def join(request: HttpRequest) -> HttpResponse:
             except services.JoinError as exc:
                 error_code = exc.code
                 if exc.code == "unknown_code":
-                    _count_failure(request)
+                    _wrong_codes(request, count=True)
                 field = {"consent_required": "consent", "bad_name": "display_name"}.get(
                     exc.code, "code"
                 )

@@ -109,3 +109,23 @@ def test_a_late_result_of_a_withdrawn_participant_is_refused(live):
         is None
     )
     assert not FrameResult.objects.filter(participant=alan).exists()
+
+
+def test_withdrawal_after_retention_removes_the_row_from_the_stored_report(teacher, live):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from classroom.models import ClassSession
+
+    alan = services.join_session(code=live.join_code, display_name="Alan", consent=True)
+    eve = services.join_session(code=live.join_code, display_name="Eve", consent=True)
+    store_frame(alan, 1, [face_row("happy")])
+    services.end_session(live, by=teacher)
+    ClassSession.objects.filter(pk=live.pk).update(ended_at=timezone.now() - timedelta(days=40))
+    assert services.apply_retention()["sessions"] == 1
+    services.withdraw_participant(eve)
+    names = [
+        p["display_name"] for p in SessionReport.objects.get(session=live).summary["participants"]
+    ]
+    assert names == ["Alan"]

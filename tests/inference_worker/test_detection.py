@@ -28,11 +28,14 @@ class BlobDetector:
 
     A blob counts as a face only when its side is at least ``min_fraction`` of the input's
     longer side (BlazeFace likewise misses faces that are small relative to the frame). Boxes
-    are the blob's exact bounds; keypoints are its four corners and its centre twice.
+    are the blob's exact bounds; keypoints are its four corners and its centre twice. With
+    ``whole_only=False`` a blob cut by the input's border is reported too (BlazeFace boxes the
+    visible half of a cut face).
     """
 
-    def __init__(self, min_fraction: float = 0.0):
+    def __init__(self, min_fraction: float = 0.0, whole_only: bool = True):
         self.min_fraction = min_fraction
+        self.whole_only = whole_only
         self.calls = 0
         self.shapes: list[tuple[int, ...]] = []
 
@@ -44,7 +47,8 @@ class BlobDetector:
         for label in _components(mask):
             ys, xs = np.nonzero(label)
             x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
-            if x0 == 0 or y0 == 0 or x1 == mask.shape[1] or y1 == mask.shape[0]:
+            cut = x0 == 0 or y0 == 0 or x1 == mask.shape[1] or y1 == mask.shape[0]
+            if cut and self.whole_only:
                 continue  # cut by the input border: not a whole face
             if max(x1 - x0, y1 - y0) < self.min_fraction * max(mask.shape):
                 continue
@@ -244,7 +248,7 @@ def test_context_window_is_square_and_zero_padded():
 
 
 def test_sources_go_from_fastest_to_most_thorough():
-    passes = [SOURCE_SETTINGS[name].passes() for name in SOURCES]
+    passes = [SOURCE_SETTINGS[name].passes for name in SOURCES]
     assert passes == sorted(passes) and passes[0] == 1
     assert source_settings(None) == SOURCE_SETTINGS["webcam"]
     assert source_settings(" Room ") == SOURCE_SETTINGS["room"]
@@ -285,3 +289,17 @@ def test_every_keypoint_is_mapped_back_to_frame_pixels(width, height, settings):
     tolerance = 0.1 * side  # resampling blurs the blob's edges by a pixel or two
     for got, want in zip(found[0].keypoints, expected, strict=True):
         assert got == pytest.approx(want, abs=tolerance)
+
+
+def test_a_box_cut_by_an_inner_tile_edge_is_dropped_but_one_at_the_frame_border_is_kept():
+    # Tiles of a 2x1 grid on 200 px: 0-115 and 85-200. The square 108-148 is whole in the
+    # second tile and cut at x=115 in the first, which sees a 7 px sliver: a second box.
+    rgb = _frame(200, 100, [(108, 30, 40), (0, 30, 30)])
+    settings = TilingSettings(whole_frame=False, grids=(TileGrid(2, 1),), edge_margin=None)
+    with_halves = TiledFaceDetector(BlobDetector(whole_only=False), settings).detect(rgb)
+    dropped = TiledFaceDetector(
+        BlobDetector(whole_only=False), dataclasses.replace(settings, edge_margin=0.01)
+    ).detect(rgb)
+    widths = sorted(round(d.box[2]) for d in dropped)
+    assert len(with_halves) == len(dropped) + 1  # the sliver
+    assert widths == [30, 40]  # the whole square, and the one touching the frame's left border

@@ -165,8 +165,8 @@ def test_detectors_are_cached_per_source(fresh_runtime):
     assert runtime.get_detector("screen", check=False) is screen
     assert runtime.get_detector("room", check=False) is room
     assert screen.settings == SOURCE_SETTINGS["screen"] and room.settings == SOURCE_SETTINGS["room"]
-    assert isinstance(screen, TiledFaceDetector) and screen.settings.passes() == 5
-    assert room.settings.passes() > screen.settings.passes()  # the most thorough
+    assert isinstance(screen, TiledFaceDetector) and screen.settings.passes == 5
+    assert room.settings.passes > screen.settings.passes  # the most thorough
     assert runtime.get_detector(kind="full", check=False) is webcam  # full range is the default
 
 
