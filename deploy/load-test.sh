@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
 # Production-mode load test on this machine (issue #4, item 6):
 #
-#   deploy/load-test.sh --students 30 --fps 1 --seconds 60 [--json] [other load_test options]
-#   make loadtest ARGS="--students 30 --fps 1 --seconds 60"
+#   deploy/load-test.sh [--workers N] [--pool prefork|threads] [--threads K] \
+#       --students 30 --fps 1 --seconds 60 [--json] [other load_test options]
+#   make loadtest ARGS="--workers 2 --students 30 --fps 1 --seconds 60"
+#
+# Worker options (read here, the rest go to `manage.py load_test`):
+#   --workers N     inference worker processes (default 1): N prefork children of one Celery
+#                   worker, or N thread-pool workers (one process each) with --pool threads.
+#   --pool P        prefork (default: one frame at a time per process) or threads (K frames at
+#                   once per process, their faces classified in shared batches:
+#                   ENGAGEMENT_BATCH_MAX_SIZE=32, ENGAGEMENT_BATCH_MAX_WAIT_MS=5 unless set).
+#   --threads K     threads per thread-pool worker process (default 4).
 #
 # Starts, on loopback only: PostgreSQL and Redis (deploy/test-services.sh, left running if they
 # already were), a database of its own (LOADTEST_DB, default engagement_loadtest, migrated) and a
 # Redis database of its own (LOADTEST_REDIS_DB, default 14, flushed), Daphne with
-# engagement.settings.production (static files collected under var/loadtest/), and ONE Celery
-# worker process (`-c 1 -Q inference,default`, models warmed before the run). Then runs
-# `manage.py load_test --url http://127.0.0.1:PORT "$@"` (a throwaway teacher is created in the
-# load-test database) and stops what it started. Logs: var/loadtest/{web,worker}.log.
+# engagement.settings.production (static files collected under var/loadtest/), and the Celery
+# worker(s) (`-Q inference,default`, models warmed in every process before the run). Then runs
+# `manage.py load_test --url http://127.0.0.1:PORT ...` (a throwaway teacher is created in the
+# load-test database), prints where the CPU time went (deploy/cpu_split.py: web, workers,
+# PostgreSQL, Redis, the rest; the workers' CPU ms per analysed frame) and stops what it started.
+# Logs: var/loadtest/{web,worker}.log.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,6 +30,20 @@ py=${PYTHON:-$root/.venv/bin/python}
 var="$root/var/loadtest"
 mkdir -p "$var"
 say() { echo "load-test: $*" >&2; }
+
+workers=1 pool=prefork threads=4
+load_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --workers) workers=${2:?--workers needs a number}; shift 2 ;;
+    --pool) pool=${2:?--pool needs prefork or threads}; shift 2 ;;
+    --threads) threads=${2:?--threads needs a number}; shift 2 ;;
+    *) load_args+=("$1"); shift ;;
+  esac
+done
+case "$workers$threads" in *[!0-9]*) say "--workers and --threads take positive integers"; exit 2 ;; esac
+[ "$workers" -ge 1 ] && [ "$threads" -ge 1 ] || { say "--workers and --threads must be >= 1"; exit 2; }
+case "$pool" in prefork | threads) ;; *) say "--pool must be prefork or threads, got '$pool'"; exit 2 ;; esac
 
 redis_port=${ENGAGEMENT_TEST_REDIS_PORT:-6379}
 services_were_up=false
@@ -67,6 +92,7 @@ say "migrating $db_name and collecting static files"
 
 port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 web_pid="" worker_pid=""
+: >"$var/worker.log"
 cleanup() {
   for pid in $web_pid $worker_pid; do kill "$pid" 2>/dev/null || true; done
   for pid in $web_pid $worker_pid; do wait "$pid" 2>/dev/null || true; done
@@ -76,20 +102,47 @@ trap cleanup EXIT INT TERM
 
 "$py" -m daphne -b 127.0.0.1 -p "$port" engagement.asgi:application >"$var/web.log" 2>&1 &
 web_pid=$!
-"$py" -m celery -A engagement worker -Q inference,default -c 1 -P prefork \
-  --without-gossip --without-mingle --without-heartbeat -l INFO >"$var/worker.log" 2>&1 &
-worker_pid=$!
-
+worker_opts=(--without-gossip --without-mingle --without-heartbeat -l INFO -Q inference,default)
+if [ "$pool" = prefork ]; then
+  "$py" -m celery -A engagement worker -P prefork -c "$workers" -n "loadtest@%h" "${worker_opts[@]}" \
+    >"$var/worker.log" 2>&1 &
+  worker_pid=$!
+  ready=$workers  # one "models warmed" line per prefork child
+else
+  export ENGAGEMENT_BATCH_MAX_SIZE=${ENGAGEMENT_BATCH_MAX_SIZE:-32}
+  export ENGAGEMENT_BATCH_MAX_WAIT_MS=${ENGAGEMENT_BATCH_MAX_WAIT_MS:-5}
+  for i in $(seq "$workers"); do
+    "$py" -m celery -A engagement worker -P threads -c "$threads" -n "loadtest$i@%h" \
+      "${worker_opts[@]}" >>"$var/worker.log" 2>&1 &
+    worker_pid="$worker_pid $!"
+  done
+  ready=$workers  # threads pool: the models are warmed once per process
+fi
 say "waiting for Daphne on 127.0.0.1:$port and the worker's models"
 for _ in $(seq 240); do
   kill -0 "$web_pid" 2>/dev/null || { cat "$var/web.log" >&2; say "Daphne exited"; exit 1; }
-  kill -0 "$worker_pid" 2>/dev/null || { cat "$var/worker.log" >&2; say "worker exited"; exit 1; }
+  for pid in $worker_pid; do
+    kill -0 "$pid" 2>/dev/null || { cat "$var/worker.log" >&2; say "worker exited"; exit 1; }
+  done
   if "$py" -c "import socket,sys; sys.exit(socket.socket().connect_ex(('127.0.0.1', $port)))" &&
-    grep -q "models warmed" "$var/worker.log"; then
+    [ "$(grep -c "models warmed" "$var/worker.log")" -ge "$ready" ]; then
     break
   fi
   sleep 0.5
 done
-grep -q "models warmed" "$var/worker.log" || { cat "$var/worker.log" >&2; say "worker not ready"; exit 1; }
+[ "$(grep -c "models warmed" "$var/worker.log")" -ge "$ready" ] ||
+  { cat "$var/worker.log" >&2; say "worker not ready"; exit 1; }
 
-"$py" manage.py load_test --url "http://127.0.0.1:$port" "$@"
+say "$workers worker process(es), pool $pool$([ "$pool" = threads ] && echo " x $threads threads"); CPU: $(
+  "$py" -c 'from ml.complexity import cpu_description; print(cpu_description())' 2>/dev/null || nproc)"
+snap() { "$py" deploy/cpu_split.py snapshot --web $web_pid --workers $worker_pid; }
+snap >"$var/cpu-before.json"
+set +e
+"$py" manage.py load_test --url "http://127.0.0.1:$port" "${load_args[@]}" | tee "$var/load_test.out"
+status=${PIPESTATUS[0]}
+set -e
+snap >"$var/cpu-after.json"
+frames=$(sed -n 's/^ *frames analysed *\([0-9][0-9]*\) (server).*/\1/p' "$var/load_test.out")
+echo
+"$py" deploy/cpu_split.py report "$var/cpu-before.json" "$var/cpu-after.json" ${frames:+--frames "$frames"}
+exit "$status"

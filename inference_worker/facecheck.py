@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from inference_worker.pipeline import Detection, FaceDetector
@@ -73,12 +74,14 @@ or CLAHE did less for the faces in a one-off comparison."""
 def stretch_contrast(face: np.ndarray) -> np.ndarray:
     """Linear contrast stretch of a ``uint8`` image (:data:`STRETCH_PERCENTILES`, measured on
     every 4th pixel of each row and column); an image with under 1 level of spread is returned
-    unchanged."""
+    unchanged. Applied as a 256-entry lookup table (``cv2.LUT``): the same bytes as stretching
+    every pixel in ``float32``, at about a twentieth of the cost (0.03 instead of 0.58 ms for a
+    192x192 crop, one-off timing on a 2-core Intel Xeon with AVX-512)."""
     lo, hi = np.percentile(face[::4, ::4], STRETCH_PERCENTILES)
     if hi - lo < 1.0:
         return face
-    out = (face.astype(np.float32) - lo) * (255.0 / (hi - lo))
-    return np.clip(out, 0.0, 255.0).astype(np.uint8)
+    levels = (np.arange(256, dtype=np.float32) - lo) * (255.0 / (hi - lo))
+    return cv2.LUT(face, np.clip(levels, 0.0, 255.0).astype(np.uint8))
 
 
 def check_input(rgb: np.ndarray, detection: Detection, *, stretch: bool = True) -> np.ndarray:

@@ -6,7 +6,7 @@ Importing this module loads neither TensorFlow nor MediaPipe: models are loaded 
 
 from __future__ import annotations
 
-from celery.signals import task_revoked, worker_process_init
+from celery.signals import task_revoked, worker_process_init, worker_ready
 
 from contracts import ANALYZE_FRAME_TASK, AnalysisMode, StreamSource
 from inference_worker import live, runtime
@@ -64,3 +64,18 @@ def count_expired_frame(sender=None, request=None, expired=False, **kwargs) -> b
 def _warm_models_after_fork(**kwargs) -> None:
     """Load the models in each new worker process when ``ENGAGEMENT_WARM_MODELS`` is set."""
     runtime.warm_if_configured()
+
+
+@worker_ready.connect(dispatch_uid="inference_worker.warm_models_in_pool")
+def _warm_models_without_fork(sender=None, **kwargs) -> bool:
+    """Load the models in a thread-pool or solo worker (one process, no ``worker_process_init``)
+    when ``ENGAGEMENT_WARM_MODELS`` is set; a prefork worker warms its children instead.
+
+    Returns:
+        Whether the models were warmed here.
+    """
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    if isinstance(getattr(sender, "pool", None), PreforkPool):
+        return False
+    return runtime.warm_if_configured()

@@ -538,6 +538,57 @@ def test_sends_from_a_worker_process_reuse_one_loop_and_reach_redis(settings):
     assert any(t.name == "channel-layer-sender" for t in threading.enumerate())
 
 
+@pytest.mark.integration
+def test_a_workers_burst_of_session_updates_becomes_one_now_and_one_trailing(settings):
+    """A worker process coalesces ``session.update`` per session: of 6 broadcasts in a burst the
+    dashboards get the first at once and ONE more at the end of the interval (after the last
+    commit), while another session's update is not held back by the first session's."""
+    import os
+    import re
+    import time
+
+    from channels_redis.core import RedisChannelLayer
+
+    if not settings.REDIS_URL:
+        pytest.fail("this test needs Redis: set REDIS_URL=redis://... (`make test` sets it)")
+    redis_db = int(os.environ.get("ENGAGEMENT_E2E_REDIS_DB", "13"))
+    url = re.sub(r"/\d*$", "", settings.REDIS_URL.rstrip("/")) + f"/{redis_db}"
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [url]}}
+    }
+    first, other = ClassSessionFactory(live=True), ClassSessionFactory(live=True)
+    receiver = RedisChannelLayer(hosts=[url])
+    interval = realtime.WORKER_BROADCAST_INTERVAL_S
+
+    def burst() -> float:
+        started = time.monotonic()
+        for _ in range(5):
+            realtime.broadcast(first.pk)
+        realtime.broadcast(other.pk)
+        realtime.broadcast(first.pk)
+        assert realtime.flush(5.0)  # waits for the trailing send too
+        return time.monotonic() - started
+
+    async def scenario():
+        channels = {}
+        for session in (first, other):
+            channels[session.pk] = await receiver.new_channel()
+            await receiver.group_add(realtime.session_group(session.pk), channels[session.pk])
+        burst_s = await asyncio.get_running_loop().run_in_executor(None, burst)
+        for _ in range(2):
+            message = await asyncio.wait_for(receiver.receive(channels[first.pk]), 5)
+            assert message == {"type": "session.update", "session": str(first.pk)}
+        other_message = await asyncio.wait_for(receiver.receive(channels[other.pk]), 5)
+        assert other_message["session"] == str(other.pk)
+        with pytest.raises(asyncio.TimeoutError):  # nothing more: the burst was folded
+            await asyncio.wait_for(receiver.receive(channels[first.pk]), 3 * interval)
+        await receiver.flush()
+        return burst_s
+
+    # The trailing send went out about one interval after the first (not at once).
+    assert run(scenario) >= 0.8 * interval
+
+
 # --- socket lifetimes: leaving, replacing, logging out -------------------------------------------
 
 

@@ -143,6 +143,31 @@ def test_models_are_warmed_after_the_fork_only_when_asked(monkeypatch, settings)
     assert calls == [{"create_detector": False}]
 
 
+def test_a_thread_pool_worker_warms_its_models_when_ready_and_a_prefork_one_does_not(
+    monkeypatch, settings
+):
+    """``worker_process_init`` never fires without a fork: a ``--pool threads``/``solo`` worker
+    warms in ``worker_ready``; a prefork parent leaves it to its children."""
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+    from celery.concurrency.thread import TaskPool as ThreadPool
+    from celery.signals import worker_ready
+
+    class Consumer:  # worker_ready's sender: the worker's consumer, which holds the pool
+        def __init__(self, pool_cls):
+            self.pool = pool_cls.__new__(pool_cls)
+
+    calls = []
+    monkeypatch.setattr(runtime, "warm", lambda **kw: calls.append(kw))
+    settings.ENGAGEMENT_WARM_MODELS = True
+    worker_ready.send(sender=Consumer(PreforkPool))
+    assert calls == []
+    worker_ready.send(sender=Consumer(ThreadPool))
+    assert calls == [{"create_detector": False}]
+    settings.ENGAGEMENT_WARM_MODELS = False
+    worker_ready.send(sender=Consumer(ThreadPool))
+    assert len(calls) == 1
+
+
 def test_warm_failures_are_logged_not_raised(monkeypatch, settings, caplog):
     def boom(**kw):
         raise FileNotFoundError("no model")
