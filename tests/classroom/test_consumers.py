@@ -495,16 +495,10 @@ def test_broadcast_from_another_thread_uses_the_server_loop():
     run(scenario)
 
 
-@pytest.mark.integration
-def test_sends_from_a_worker_process_reuse_one_loop_and_reach_redis(settings):
-    """Without a server loop (a Celery worker process), sends to channels-redis go through one
-    long-lived loop per process (one Redis connection pool), not a new loop per send, and
-    ``flush`` waits for them."""
+def _use_redis_channel_layer(settings) -> str:
+    """Point the channel layer at a Redis database of the tests' own; returns its URL."""
     import os
     import re
-    import threading
-
-    from channels_redis.core import RedisChannelLayer
 
     if not settings.REDIS_URL:
         pytest.fail("this test needs Redis: set REDIS_URL=redis://... (`make test` sets it)")
@@ -513,6 +507,19 @@ def test_sends_from_a_worker_process_reuse_one_loop_and_reach_redis(settings):
     settings.CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [url]}}
     }
+    return url
+
+
+@pytest.mark.integration
+def test_sends_from_a_worker_process_reuse_one_loop_and_reach_redis(settings):
+    """Without a server loop (a Celery worker process), sends to channels-redis go through one
+    long-lived loop per process (one Redis connection pool), not a new loop per send, and
+    ``flush`` waits for them."""
+    import threading
+
+    from channels_redis.core import RedisChannelLayer
+
+    url = _use_redis_channel_layer(settings)
     session = ClassSessionFactory(live=True)
     receiver = RedisChannelLayer(hosts=[url])
     loops = []
@@ -543,19 +550,11 @@ def test_a_workers_burst_of_session_updates_becomes_one_now_and_one_trailing(set
     """A worker process coalesces ``session.update`` per session: of 6 broadcasts in a burst the
     dashboards get the first at once and ONE more at the end of the interval (after the last
     commit), while another session's update is not held back by the first session's."""
-    import os
-    import re
     import time
 
     from channels_redis.core import RedisChannelLayer
 
-    if not settings.REDIS_URL:
-        pytest.fail("this test needs Redis: set REDIS_URL=redis://... (`make test` sets it)")
-    redis_db = int(os.environ.get("ENGAGEMENT_E2E_REDIS_DB", "13"))
-    url = re.sub(r"/\d*$", "", settings.REDIS_URL.rstrip("/")) + f"/{redis_db}"
-    settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [url]}}
-    }
+    url = _use_redis_channel_layer(settings)
     first, other = ClassSessionFactory(live=True), ClassSessionFactory(live=True)
     receiver = RedisChannelLayer(hosts=[url])
     interval = realtime.WORKER_BROADCAST_INTERVAL_S
