@@ -4,6 +4,8 @@ worker options of ``load-test.sh``."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +49,10 @@ def test_snapshot_counts_a_process_tree_and_leaves_an_idle_one_at_zero():
         assert busy.stdout.readline().strip() == "done"
         after = cpu_split.snapshot(web=[idle.pid], workers=[busy.pid])
     finally:
-        subprocess.run(["pkill", "-P", str(busy.pid)], check=False)  # the grandchild first
+        # The grandchild first (found through /proc, so no procps is needed).
+        children = Path(f"/proc/{busy.pid}/task/{busy.pid}/children")
+        for pid in children.read_text().split() if children.exists() else []:
+            os.kill(int(pid), signal.SIGKILL)
         for proc in (busy, idle):
             proc.kill()
             proc.wait()
