@@ -14,6 +14,7 @@ from unittest import mock
 import pytest
 
 from classroom import realtime, services
+from tests.classroom.factories import PASSWORD
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +39,11 @@ def celery_app_mock():
     """The Celery app seen by ``classroom.dispatch``; assert on ``.send_task``."""
     with mock.patch("classroom.dispatch.current_app") as app:
         yield app
+
+
+@pytest.fixture
+def teacher(db):
+    """A teacher account, username ``ada``, password ``factories.PASSWORD``."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user(username="ada", password=PASSWORD, role="teacher")

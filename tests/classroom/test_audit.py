@@ -12,15 +12,9 @@ from django.urls import reverse
 
 from classroom import services
 from classroom.models import AuditEvent
+from tests.classroom.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
-
-PASSWORD = "not-a-real-password-42"
-
-
-@pytest.fixture
-def teacher():
-    return get_user_model().objects.create_user(username="ada", password=PASSWORD, role="teacher")
 
 
 @pytest.fixture

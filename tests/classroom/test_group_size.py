@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from classroom import aggregates, selectors, services
@@ -16,11 +15,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def default_threshold(settings):
     settings.ENGAGEMENT_MIN_GROUP_SIZE = 5  # the default (the classroom tests' conftest says 1)
-
-
-@pytest.fixture
-def teacher():
-    return get_user_model().objects.create_user(username="ada", password="x-42-y", role="teacher")
 
 
 def _class_of(teacher, n_students: int):

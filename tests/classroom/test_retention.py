@@ -7,7 +7,6 @@ import json
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 
@@ -24,11 +23,6 @@ from classroom.models import (
 from tests.classroom.factories import face_row, store_frame
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def teacher():
-    return get_user_model().objects.create_user(username="ada", password="x-42-y", role="teacher")
 
 
 def _ended_session(teacher, title: str, ended_days_ago: float) -> ClassSession:

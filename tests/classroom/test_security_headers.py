@@ -7,19 +7,12 @@ import csv
 import io
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from classroom import services
+from tests.classroom.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
-
-PASSWORD = "not-a-real-password-42"
-
-
-@pytest.fixture
-def teacher():
-    return get_user_model().objects.create_user(username="ada", password=PASSWORD, role="teacher")
 
 
 @pytest.fixture

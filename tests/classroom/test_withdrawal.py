@@ -15,11 +15,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def teacher():
-    return get_user_model().objects.create_user(username="ada", password="x-42-y", role="teacher")
-
-
-@pytest.fixture
 def live(teacher):
     return services.start_session(services.create_session(teacher=teacher, title="M"), by=teacher)
 
