@@ -107,7 +107,6 @@ if [ "$pool" = prefork ]; then
   "$py" -m celery -A engagement worker -P prefork -c "$workers" -n "loadtest@%h" "${worker_opts[@]}" \
     >"$var/worker.log" 2>&1 &
   worker_pid=$!
-  ready=$workers  # one "models warmed" line per prefork child
 else
   export ENGAGEMENT_BATCH_MAX_SIZE=${ENGAGEMENT_BATCH_MAX_SIZE:-32}
   export ENGAGEMENT_BATCH_MAX_WAIT_MS=${ENGAGEMENT_BATCH_MAX_WAIT_MS:-5}
@@ -116,8 +115,8 @@ else
       "${worker_opts[@]}" >>"$var/worker.log" 2>&1 &
     worker_pid="$worker_pid $!"
   done
-  ready=$workers  # threads pool: the models are warmed once per process
 fi
+ready=$workers  # "models warmed" lines to wait for: one per prefork child or thread-pool process
 say "waiting for Daphne on 127.0.0.1:$port and the worker's models"
 for _ in $(seq 240); do
   kill -0 "$web_pid" 2>/dev/null || { cat "$var/web.log" >&2; say "Daphne exited"; exit 1; }

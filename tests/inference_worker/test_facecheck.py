@@ -81,20 +81,19 @@ def test_stretch_contrast_spreads_a_dim_crop_and_leaves_a_flat_one():
     assert stretch_contrast(flat) is flat
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_stretch_contrast_equals_the_per_pixel_linear_stretch(seed):
-    """The lookup table gives the bytes of stretching every pixel: percentiles 1 and 99 (of every
-    4th pixel) to 0 and 255, clipped, truncated to uint8."""
+@pytest.mark.parametrize("seed", range(20))
+def test_stretch_contrast_gives_the_bytes_of_the_per_pixel_float32_stretch(seed):
+    """The lookup table gives exactly the bytes of stretching every pixel in float32: percentiles
+    1 and 99 (of every 4th pixel) to 0 and 255, clipped, truncated to uint8."""
     rng = np.random.default_rng(seed)
-    low, high = sorted(rng.integers(0, 256, 2))
-    face = rng.integers(low, high + 2, (192, 192, 3)).clip(0, 255).astype(np.uint8)
+    low, high = sorted(rng.integers(0, 250, 2))
+    face = rng.integers(low, high + 6, (192, 192, 3)).clip(0, 255).astype(np.uint8)
     lo, hi = np.percentile(face[::4, ::4], (1.0, 99.0))
-    expected = np.clip((face.astype(np.float64) - lo) * (255.0 / (hi - lo)), 0, 255)
+    per_pixel = (face.astype(np.float32) - lo) * (255.0 / (hi - lo))
+    expected = np.clip(per_pixel, 0.0, 255.0).astype(np.uint8)
     out = stretch_contrast(face)
     assert out.shape == face.shape and out.dtype == np.uint8
-    # float32 levels against float64 pixels: at most one level apart at a truncation boundary.
-    assert np.abs(out.astype(int) - expected.astype(np.uint8).astype(int)).max() <= 1
-    assert np.mean(out == expected.astype(np.uint8)) > 0.99
+    np.testing.assert_array_equal(out, expected)
 
 
 def test_check_input_is_a_192_px_square_rotated_by_the_eye_line():
