@@ -16,11 +16,12 @@ from classroom.choices import (
 )
 
 CONSENT_TEXT = (
-    "I agree that, while I stream, my camera or screen image is sent to this class's server, "
-    "where faces are detected and their expressions estimated automatically. The images are "
-    "analysed in memory and discarded: no image, crop or face template is stored. Only numbers "
-    "are kept (how many faces, which expression, when). I can press Stop at any time."
+    "I agree that, while I stream, pictures of my camera or screen are sent to this class's "
+    "server, where faces are found and their expressions estimated. No picture is stored: only "
+    "numbers. I can stop and withdraw my consent at any time."
 )
+"""The consent checkbox's label: the first layer of a layered notice (ICO's guidance on privacy
+information); the join page's "What happens when you stream" details are the second layer."""
 
 
 class SessionCreateForm(forms.Form):

@@ -38,7 +38,7 @@ def test_four_faces_show_no_expression_or_attention_anywhere(client, teacher):
     assert report["suppressed"] is True and report["mix"] == {} and report["attention"] is None
     client.force_login(teacher)
     board = client.get(reverse("classroom:session_detail", args=[session.pk])).content.decode()
-    assert "fewer than 5 faces" in board
+    assert "until 5 or more faces are in view" in board
     page = client.get(reverse("classroom:session_report", args=[session.pk])).content.decode()
     assert "fewer than 5 faces" in page.lower() and 'id="mix-chart"' not in page
     exported = client.get(reverse("classroom:session_export_json", args=[session.pk])).json()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.browser import CHROMIUM, write_y4m
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 E2E_REDIS_DB = int(os.environ.get("ENGAGEMENT_E2E_REDIS_DB", "13"))
@@ -172,3 +175,20 @@ def live_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> LiveStac
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@pytest.fixture
+def fake_camera(tmp_path: Path, webcam_photo: Path) -> Path:
+    """The four posed faces as a .y4m clip for ``--use-file-for-fake-video-capture``."""
+    return write_y4m(webcam_photo, tmp_path / "webcam_posed_expressions_4.y4m")
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    """Debian's Chromium (``deploy/test-services.sh`` installs it); never a downloaded browser."""
+    if not (Path(CHROMIUM).is_file() or shutil.which("chromium")):
+        pytest.fail(
+            f"{CHROMIUM} not found: install Debian's chromium package "
+            "(`deploy/test-services.sh start` does as root)"
+        )
+    return CHROMIUM

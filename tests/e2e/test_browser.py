@@ -16,13 +16,12 @@ event loop in this thread, where Django refuses synchronous database access.
 from __future__ import annotations
 
 import re
-import shutil
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
-import cv2
 import pytest
+
+from tests.e2e.browser import PageLog, launch_chromium
 
 pytestmark = [
     pytest.mark.integration,
@@ -31,7 +30,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-CHROMIUM = "/usr/bin/chromium"
 TEACHER_USERNAME = "browser-teacher"
 TEACHER_PASSWORD = "e2e-Browser-pass-1"
 STUDENT_NAME = "Grace"
@@ -53,91 +51,11 @@ def open_board(page, base: str, session_id) -> None:
         page.get_by_role("button", name="Log in", exact=True).click()
 
 
-def write_y4m(photo: Path, path: Path, *, size: int = 640, frames: int = 5, fps: int = 10) -> Path:
-    """Write a YUV4MPEG2 (4:2:0, JPEG chroma siting) clip of ``photo`` for Chromium's fake camera.
-
-    Args:
-        photo: Source image.
-        path: Output ``.y4m`` file.
-        size: Side of the square output in pixels (the photo is scaled to ``size`` x ``size``).
-        frames: Number of (identical) frames; Chromium loops the file.
-        fps: Frame rate written in the header.
-
-    Returns:
-        ``path``.
-    """
-    bgr = cv2.imread(str(photo), cv2.IMREAD_COLOR)
-    assert bgr is not None, f"cannot read {photo}"
-    bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
-    i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)  # (size * 3 / 2, size): Y, then U, then V
-    assert i420.shape == (size * 3 // 2, size), i420.shape
-    payload = i420.tobytes()
-    with path.open("wb") as out:
-        out.write(f"YUV4MPEG2 W{size} H{size} F{fps}:1 Ip A1:1 C420jpeg\n".encode("ascii"))
-        for _ in range(frames):
-            out.write(b"FRAME\n")
-            out.write(payload)
-    return path
-
-
-class PageLog:
-    """Uncaught script errors and console errors of one page, for assertions and messages."""
-
-    def __init__(self, page, name: str):
-        self.name = name
-        self.page_errors: list[str] = []
-        self.console_errors: list[str] = []
-        page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
-        page.on(
-            "console",
-            lambda msg: self.console_errors.append(msg.text) if msg.type == "error" else None,
-        )
-
-    def __str__(self) -> str:
-        return (
-            f"[{self.name}] page errors: {self.page_errors}; console errors: {self.console_errors}"
-        )
-
-
-def launch_chromium(pw, chromium_path: str, fake_camera: Path):
-    """Debian's headless Chromium whose camera plays ``fake_camera`` (no permission prompt)."""
-    return pw.chromium.launch(
-        executable_path=chromium_path,
-        headless=True,
-        args=[
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={fake_camera}",
-        ],
-    )
-
-
 def _text(page, selector: str) -> str:
     return page.locator(selector).inner_text().strip()
 
 
 # --- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fake_camera(tmp_path: Path, webcam_photo: Path) -> Path:
-    """The four posed faces as a .y4m clip for ``--use-file-for-fake-video-capture``."""
-    return write_y4m(webcam_photo, tmp_path / "webcam_posed_expressions_4.y4m")
-
-
-@pytest.fixture
-def chromium_path() -> str:
-    """Debian's Chromium (``deploy/test-services.sh`` installs it); never a downloaded browser."""
-    if not (Path(CHROMIUM).is_file() or shutil.which("chromium")):
-        pytest.fail(
-            f"{CHROMIUM} not found: install Debian's chromium package "
-            "(`deploy/test-services.sh start` does as root)"
-        )
-    return CHROMIUM
 
 
 @pytest.fixture
@@ -293,7 +211,13 @@ def test_teacher_board_and_student_page_in_chromium(
             expect(student.locator("#session-state")).to_have_text(
                 "Ended by the teacher", timeout=15_000
             )
-            expect(student.locator("#last-error")).to_have_text("The session has ended. Thank you!")
+            # A notification banner says so; "Last error" is for errors only.
+            expect(student.locator("#student-notice")).to_be_visible()
+            expect(student.locator("#student-notice-text")).to_have_text(
+                re.compile(r"^The session has ended\. Thank you!")
+            )
+            expect(student.locator("#last-error")).to_have_text("none")
+            expect(student.locator("#preview-card")).to_be_hidden()
             expect(student.locator("#analysis-state")).to_have_text("Analysis off")
             expect(student.locator("#start-webcam")).to_be_disabled()
             expect(student.locator("#stop")).to_be_disabled()

@@ -130,6 +130,9 @@
         maintainAspectRatio: false,
         interaction: { mode: 'index', intersect: false },
         plugins: {
+          // The legend is HTML (htmlLegend): ten entries in the canvas left a plot ~120 px tall
+          // on a phone, and HTML buttons can be reached by keyboard.
+          legend: { display: false },
           tooltip: {
             callbacks: {
               label: function (ctx) {
@@ -201,7 +204,116 @@
     });
   }
 
+  /** Screens at most this wide (CSS px) start with the legend collapsed. */
+  var NARROW_PX = 640;
+
+  /**
+   * An HTML legend for `chart` in `container`: a <details> ("Legend", collapsed on screens up to
+   * NARROW_PX wide) with one toggle button per dataset (aria-pressed; pressing hides or shows
+   * the line). Line swatches show the dataset's colour, dashed where the line is dashed.
+   */
+  function htmlLegend(chart, container) {
+    var details = document.createElement('details');
+    details.className = 'chart-legend';
+    var narrow = window.matchMedia('(max-width: ' + NARROW_PX + 'px)');
+    details.open = !narrow.matches;
+    // Turning a tablet or resizing a window across the limit collapses or opens it again.
+    narrow.addEventListener('change', function (event) { details.open = !event.matches; });
+    var summary = document.createElement('summary');
+    summary.textContent = 'Legend (' + chart.data.datasets.length + ' lines; press one to hide or show it)';
+    details.appendChild(summary);
+    var list = document.createElement('ul');
+    chart.data.datasets.forEach(function (ds, index) {
+      var li = document.createElement('li');
+      var button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'legend-item';
+      button.setAttribute('aria-pressed', 'true');
+      var line = document.createElement('span');
+      line.className = 'legend-line' + (ds.borderDash && ds.borderDash.length ? ' dashed' : '');
+      line.style.color = ds.borderColor;
+      line.setAttribute('aria-hidden', 'true');
+      button.appendChild(line);
+      button.appendChild(document.createTextNode(ds.label));
+      button.addEventListener('click', function () {
+        var shown = !chart.isDatasetVisible(index);
+        chart.setDatasetVisibility(index, shown);
+        button.setAttribute('aria-pressed', String(shown));
+        chart.update('none');
+      });
+      li.appendChild(button);
+      list.appendChild(li);
+    });
+    details.appendChild(list);
+    container.appendChild(details);
+    return details;
+  }
+
+  /** A <th scope="col"> (callers set scope "row" for row headers) or a <td> holding `text`. */
+  function cell(tag, text) {
+    var node = document.createElement(tag);
+    node.textContent = text;
+    if (tag === 'th') { node.scope = 'col'; }
+    return node;
+  }
+
+  /**
+   * Fill `table` (a <table> with a <caption>) with the expression mix: one row per expression
+   * (fixed order), its share of faces in %.
+   * @param {HTMLTableElement} table
+   * @param {string[]} expressions
+   * @param {Object<string,number>} mix expression -> share 0..1
+   */
+  function fillMixTable(table, expressions, mix) {
+    if (!table.tHead) {
+      var head = table.createTHead().insertRow();
+      head.appendChild(cell('th', 'Expression'));
+      head.appendChild(cell('th', 'Share of faces (smoothed)'));
+    }
+    var body = table.tBodies[0] || table.appendChild(document.createElement('tbody'));
+    body.textContent = '';
+    expressions.forEach(function (e) {
+      var row = body.insertRow();
+      var th = cell('th', e);
+      th.scope = 'row';
+      row.appendChild(th);
+      row.appendChild(cell('td', percent((mix && mix[e]) || 0)));
+    });
+  }
+
+  /**
+   * Fill `table` with timeline points [{t, faces, attention, mix}] (the newest `maxRows`, all
+   * when omitted): time, faces, attention and each expression's share ('—' where a bucket had
+   * no face to measure).
+   */
+  function fillTimelineTable(table, expressions, timeline, maxRows) {
+    if (!table.tHead) {
+      var head = table.createTHead().insertRow();
+      ['Time', 'Faces', 'Attention'].concat(expressions).forEach(function (name) {
+        head.appendChild(cell('th', name));
+      });
+    }
+    var points = timeline || [];
+    if (maxRows) { points = points.slice(-maxRows); }
+    var body = table.tBodies[0] || table.appendChild(document.createElement('tbody'));
+    body.textContent = '';
+    points.forEach(function (p) {
+      var row = body.insertRow();
+      var th = cell('th', clock(p.t));
+      th.scope = 'row';
+      row.appendChild(th);
+      row.appendChild(cell('td', String(p.faces)));
+      row.appendChild(cell('td', p.attention === null || p.attention === undefined ? '—' : percent(p.attention)));
+      var mix = p.mix || {};
+      var any = Object.keys(mix).length > 0;
+      expressions.forEach(function (e) { row.appendChild(cell('td', any ? percent(mix[e] || 0) : '—')); });
+    });
+  }
+
   window.ClassMoodCharts = {
+    htmlLegend: htmlLegend,
+    fillMixTable: fillMixTable,
+    fillTimelineTable: fillTimelineTable,
     readJSON: readJSON,
     percent: percent,
     clock: clock,

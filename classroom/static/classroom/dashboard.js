@@ -6,6 +6,10 @@
  * smoothed expression mix (absent in attention-only sessions), attention, analysis lag (latest
  * and p95) and dropped frames, in the warning colour when frames are dropped or the lag exceeds
  * data-lag-warn-ms. Reconnects with exponential backoff if the socket drops.
+ *
+ * For screen readers: visually hidden tables behind both charts (the mix; the timeline's last
+ * minute), and a polite live region (#board-summary, summary.js) that says one sentence about the
+ * class on a large change or every 30 s. The timeline's legend is HTML, collapsed on phones.
  */
 (function () {
   'use strict';
@@ -40,8 +44,18 @@
     mixEmpty: document.getElementById('mix-empty'),
     mixCoverage: document.getElementById('mix-coverage'),
     startForm: document.getElementById('start-form'),
-    endForm: document.getElementById('end-form')
+    endForm: document.getElementById('end-form'),
+    summary: document.getElementById('board-summary'),
+    mixTable: document.getElementById('mix-table'),
+    timelineTable: document.getElementById('timeline-table')
   };
+
+  /** Rows of the board's timeline table: the last minute of 5-s intervals. */
+  var TIMELINE_TABLE_ROWS = 12;
+  var announcer = window.ClassMoodSummary && el.summary
+    ? new window.ClassMoodSummary.Announcer(el.summary, expressions)
+    : null;
+  if (announcer) { window.setInterval(function () { announcer.tick(); }, 1000); }
 
   // Charts are an enhancement: the numbers and the mix list work without Chart.js.
   var mixChart = null;
@@ -50,6 +64,7 @@
     var mixCanvas = document.getElementById('mix-chart');
     if (mixCanvas) { mixChart = C.mixChart(mixCanvas, expressions, colours); }
     timelineChart = C.timelineChart(document.getElementById('timeline-chart'), expressions, colours);
+    C.htmlLegend(timelineChart, document.getElementById('timeline-card'));
   }
 
   // The timeline as last drawn: replaced by full updates, merged with the tails of refreshes.
@@ -131,10 +146,15 @@
       setText(el.mixEmpty, unread ? el.mixEmpty.dataset.unread : el.mixEmpty.dataset.none);
     }
     if (mixChart) { C.updateMix(mixChart, update.mix || {}); }
+    if (el.mixTable) { C.fillMixTable(el.mixTable, expressions, update.mix || {}); }
     timeline = update.full === false
       ? C.mergeTimeline(timeline, update.timeline)
       : (update.timeline || []).slice();
     if (timelineChart) { C.updateTimeline(timelineChart, timeline); }
+    if (el.timelineTable) {
+      C.fillTimelineTable(el.timelineTable, expressions, timeline, TIMELINE_TABLE_ROWS);
+    }
+    if (announcer) { announcer.offer(update); }
   }
 
   function setConnection(state, text) {

@@ -10,6 +10,12 @@
  *   bytes 12..   JPEG bytes
  *
  * The server answers {"type": "ack"|"error"|"result"|"session.ended", ...} as JSON text.
+ *
+ * The first frame is sent as soon as the camera delivers a picture and the socket is open (not a
+ * full interval later). What happened to the stream (stopped, session ended, left) is shown in a
+ * notification banner; only errors go to "Last error". The preview shows only while streaming;
+ * when a pressed button turns disabled the focus moves to the one that is now useful (Stop while
+ * streaming, "Use my webcam" after).
  */
 (function () {
   'use strict';
@@ -33,6 +39,10 @@
     screen: document.getElementById('start-screen'),
     stop: document.getElementById('stop'),
     warning: document.getElementById('support-warning'),
+    hint: document.getElementById('share-hint'),
+    notice: document.getElementById('student-notice'),
+    noticeText: document.getElementById('student-notice-text'),
+    previewCard: document.getElementById('preview-card'),
     analysis: document.getElementById('analysis-state'),
     session: document.getElementById('session-state'),
     conn: document.getElementById('connection-state'),
@@ -53,6 +63,7 @@
     retryTimer: null,
     attempt: 0,
     encoding: false,   // a toBlob() is in flight
+    pictureReady: false, // the video has presented its first frame (else the canvas is black)
     ended: false,      // the teacher ended the session
     sent: 0,
     acked: 0,
@@ -87,10 +98,21 @@
     setText(el.sent, state.sent);
     setText(el.acked, state.acked);
     setText(el.rejected, state.rejected);
+    var focusedButton = document.activeElement;
     el.stop.disabled = !streaming;
     // While streaming, the two share buttons are off: Stop first, then choose again.
     el.webcam.disabled = state.ended || !hasCamera || streaming;
     el.screen.disabled = state.ended || !hasScreen || streaming;
+    el.previewCard.hidden = !streaming;
+    el.hint.hidden = streaming || state.ended;
+    if (!streaming && !state.ended && state.socket === null && el.conn.textContent === 'not connected') {
+      setText(el.conn, 'not connected (connects when you share)');
+    }
+    // A disabled button loses the focus to the page: give it to the button that now does something.
+    if (focusedButton && focusedButton.disabled) {
+      var next = streaming ? el.stop : (!el.webcam.disabled ? el.webcam : el.noticeText);
+      next.focus();
+    }
   }
 
   var media = navigator.mediaDevices;
@@ -106,6 +128,12 @@
 
   function showError(text) { setText(el.error, text); }
 
+  /** Show `text` in the notification banner ('' hides it). */
+  function showNotice(text) {
+    setText(el.noticeText, text || '');
+    el.notice.hidden = !text;
+  }
+
   // --- capture -------------------------------------------------------------------------------
 
   function start(source) {
@@ -117,9 +145,19 @@
       state.source = source;
       state.stream = stream;
       el.video.srcObject = stream;
+      showNotice('');
+      // Send the first frame as soon as the video plays (the socket may open first or later):
+      // at 'loadeddata', and at the first requestVideoFrameCallback, Chromium 156 still draws a
+      // black canvas (measured with its fake camera: black at 203-215 ms, the picture at
+      // 'playing', 226 ms), and a black frame costs a whole interval before the first figure.
+      state.pictureReady = false;
+      el.video.addEventListener('playing', function () {
+        state.pictureReady = true;
+        captureAndSend();
+      }, { once: true });
       stream.getVideoTracks().forEach(function (track) {
         // The browser's own "Stop sharing" button, or a camera unplugged.
-        track.addEventListener('ended', function () { stop('Sharing stopped.'); });
+        track.addEventListener('ended', function () { stop('Sharing stopped. Nothing is being sent.'); });
       });
       openSocket();
       state.timer = window.setInterval(captureAndSend, intervalMs);
@@ -133,8 +171,11 @@
     });
   }
 
-  /** Stop capture and the socket. `reason` (optional) is shown as the last message. */
-  function stop(reason) {
+  /**
+   * Stop capture and the socket. `notice` (optional) is shown in the banner; with `isError` it is
+   * an error and goes to "Last error" instead.
+   */
+  function stop(notice, isError) {
     if (state.timer !== null) { window.clearInterval(state.timer); state.timer = null; }
     if (state.retryTimer !== null) { window.clearTimeout(state.retryTimer); state.retryTimer = null; }
     if (state.stream) {
@@ -150,7 +191,7 @@
       if (socket.readyState <= WebSocket.OPEN) { socket.close(1000, 'stopped'); }
     }
     setText(el.conn, 'not connected');
-    if (reason) { showError(reason); }
+    if (notice && isError) { showError(notice); } else if (notice) { showNotice(notice); }
     render();
   }
 
@@ -158,7 +199,7 @@
     var socket = state.socket;
     var video = el.video;
     if (!socket || socket.readyState !== WebSocket.OPEN || state.encoding) { return; }
-    if (socket.bufferedAmount > MAX_BUFFERED_BYTES || !video.videoWidth) { return; }
+    if (socket.bufferedAmount > MAX_BUFFERED_BYTES || !video.videoWidth || !state.pictureReady) { return; }
     var maxWidth = config.max_width_px[state.source] || 640;
     // The longer side, so that a portrait screen stays within what the server accepts too.
     var scale = Math.min(1, maxWidth / Math.max(video.videoWidth, video.videoHeight));
@@ -196,7 +237,8 @@
   function sessionEnded() {
     state.ended = true;
     setText(el.session, 'Ended by the teacher');
-    stop('The session has ended. Thank you!');
+    stop('The session has ended. Thank you! Nothing more is sent from this browser; you can close this page.');
+    setText(el.conn, 'closed');
   }
 
   function onMessage(event) {
@@ -207,8 +249,13 @@
       setText(el.session, 'Live');
     } else if (msg.type === 'error') {
       state.rejected += 1;
-      showError(msg.code + ': ' + msg.message);
-      if (msg.code === 'session_not_live') { setText(el.session, 'Not live (waiting for the teacher)'); }
+      if (msg.code === 'session_not_live') {
+        // Not the student's error: a frame in flight as the class ends, or a class not started.
+        setText(el.session, 'Not live (waiting for the teacher)');
+        if (!state.ended) { showNotice('The session is not live: nothing is analysed until your teacher starts it.'); }
+      } else {
+        showError(msg.code + ': ' + msg.message);
+      }
     } else if (msg.type === 'result') {
       setText(el.faces, msg.faces);
     } else if (msg.type === 'dropped') {
@@ -230,6 +277,7 @@
     socket.onopen = function () {
       state.attempt = 0;
       setText(el.conn, 'connected');
+      captureAndSend();
       render();
     };
     socket.onmessage = onMessage;
@@ -246,11 +294,11 @@
         return;
       }
       if (event.code === CLOSE_BAD_REQUEST) {
-        stop('The server refused the stream: ' + (event.reason || 'bad request') + '.');
+        stop('The server refused the stream: ' + (event.reason || 'bad request') + '.', true);
         return;
       }
       if (event.code === CLOSE_NOT_JOINED) {
-        stop('The server does not know this browser any more: please join again.');
+        stop('The server does not know this browser any more: please join again.', true);
         return;
       }
       if (state.source === null) { return; }
@@ -270,6 +318,7 @@
   if (config.session.status === 'ended') {
     state.ended = true;
     setText(el.session, 'Ended');
+    showNotice('This session has ended: nothing can be shared any more.');
   }
   render();
 })();
