@@ -12,6 +12,7 @@ from django.http import (
     JsonResponse,
 )
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_ratelimit.core import get_usage, is_ratelimited
@@ -123,6 +124,8 @@ def _student_config(participant) -> dict[str, Any]:
             "analysis": session.analysis,
         },
         "ws_path": STUDENT_WS_PATH,
+        "config_path": reverse("classroom:student_config"),
+        "status_poll_s": max(1.0, float(settings.ENGAGEMENT_STUDENT_STATUS_POLL_S)),
         "max_width_px": {"webcam": MAX_WIDTH_WEBCAM_PX, "screen": MAX_WIDTH_SCREEN_PX},
         "jpeg_quality": JPEG_QUALITY,
     }
@@ -154,8 +157,9 @@ def student_config(request: HttpRequest) -> JsonResponse:
 
     Returns:
         200 ``{"participant": {"id", "display_name"}, "session": {"title", "status", "join_code",
-        "frame_interval_s", "analysis"}, "ws_path", "max_width_px": {"webcam", "screen"},
-        "jpeg_quality"}``,
+        "frame_interval_s", "analysis"}, "ws_path", "config_path" (this endpoint),
+        "status_poll_s" (seconds between status checks of a page that is not streaming, >= 1),
+        "max_width_px": {"webcam", "screen"}, "jpeg_quality"}``,
         or 403 ``{"error": "not_joined"}`` when this browser has not joined a session.
     """
     participant = _current_participant(request)

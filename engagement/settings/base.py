@@ -252,6 +252,9 @@ ENGAGEMENT_FACE_CHECK = env.bool("ENGAGEMENT_FACE_CHECK", default=True)
 
 # Teacher dashboards: least seconds between two pushed snapshots (bursts of results are coalesced).
 ENGAGEMENT_DASHBOARD_REFRESH_S = env.float("ENGAGEMENT_DASHBOARD_REFRESH_S", default=0.25)
+# Student pages that are not streaming (no socket) ask the session's status this often, in
+# seconds, so that a student who pressed Stop still learns that the class started or ended.
+ENGAGEMENT_STUDENT_STATUS_POLL_S = env.float("ENGAGEMENT_STUDENT_STATUS_POLL_S", default=15.0)
 
 # Face tracks (classroom.tracking): seconds a track outlives its last matched frame (at least 3
 # frame intervals of the session), and the time constant of the per-track exponential moving

@@ -361,6 +361,18 @@ def test_student_page_and_config(client, live):
     assert config["ws_path"] == "/ws/stream/"
     assert config["max_width_px"] == {"webcam": 640, "screen": 1280}
     assert config["participant"]["display_name"] == "Alan"
+    assert config["config_path"] == reverse("classroom:student_config")
+    assert config["status_poll_s"] == 15.0
+
+
+def test_a_stopped_student_page_can_learn_that_the_class_ended(client, live, teacher, settings):
+    """The status poll of a page with no socket: the config says "ended" after the end."""
+    settings.ENGAGEMENT_STUDENT_STATUS_POLL_S = 0.2  # floored at 1 s: no hammering
+    join(client, live.join_code)
+    config = client.get(reverse("classroom:student_config")).json()
+    assert config["status_poll_s"] == 1.0 and config["session"]["status"] == "live"
+    services.end_session(live, by=teacher)
+    assert client.get(config["config_path"]).json()["session"]["status"] == "ended"
 
 
 def test_student_leave_forgets_the_participant(client, live):

@@ -95,6 +95,8 @@ def live_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> LiveStac
         # The shared media show 4 faces; the board's figures are checked on them.
         "ENGAGEMENT_MIN_GROUP_SIZE": "1",
         "ENGAGEMENT_WARM_MODELS": "true",
+        # A stopped student page learns that the class ended within a second (default 15 s).
+        "ENGAGEMENT_STUDENT_STATUS_POLL_S": "1",
         "PYTHONUNBUFFERED": "1",
     }
     web_log, worker_log = logs / "web.log", logs / "worker.log"

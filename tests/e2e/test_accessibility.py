@@ -2,7 +2,8 @@
 
 One run walks both main flows **by keyboard only** (Tab, Enter, Space; no mouse): a teacher logs
 in, opens a new session and starts it; a student joins with a code, is refused without consent,
-consents, shares the (fake) webcam, stops, shares again; the teacher ends the class. At each of
+consents, shares the (fake) webcam, stops, shares again and stops; the teacher ends the class and
+the stopped student page learns it from its status poll. At each of
 the eleven pages and states below, at 1280 and at 375 px wide, it
 
 * runs **axe-core** (from npm, ``node_modules/axe-core``; the WCAG 2.0/2.1/2.2 A and AA rules)
@@ -310,7 +311,14 @@ def test_pages_are_accessible_at_both_widths_and_by_keyboard(
             expect(board.locator("#mix-table tbody tr")).to_have_count(7)
             expect(board.locator("#timeline-table tbody tr").first).to_be_attached()
             audit(board, "board-live")
-            # The timeline's HTML legend: a keyboard toggle per line.
+            # The timeline's HTML legend: open on a laptop, collapsed on a phone ...
+            legend_open = "() => document.querySelector('#timeline-card details.chart-legend').open"
+            assert board.evaluate(legend_open) is True
+            board.set_viewport_size({"width": 375, "height": 667})
+            board.wait_for_function(f"() => !({legend_open})()")
+            board.set_viewport_size({"width": 1280, "height": 900})
+            board.wait_for_function(legend_open)
+            # ... with a keyboard toggle per line.
             legend_faces = board.locator("#timeline-card .legend-item").first
             expect(legend_faces).to_have_text("faces")
             legend_faces.focus()
@@ -331,6 +339,10 @@ def test_pages_are_accessible_at_both_widths_and_by_keyboard(
             expect(student.locator("#analysis-state")).to_have_text(
                 re.compile(r"^Analysis on: sending your webcam")
             )
+            # ... and Stop again: with no socket open, the page polls the session's status.
+            expect(student.locator("#stop")).to_be_focused()
+            student.keyboard.press("Enter")
+            expect(student.locator("#analysis-state")).to_have_text("Analysis off")
 
             # --- the teacher ends the class (keyboard, after confirming) ----------------------
             dialogs: list[str] = []

@@ -311,6 +311,28 @@
     };
   }
 
+  // --- status while not streaming ------------------------------------------------------------
+  // Without a socket the server cannot tell this page that the class started or ended: ask
+  // config_path every status_poll_s (and when the tab comes back), only while not streaming.
+
+  var STATUS_TEXT = { draft: 'Not started yet', live: 'Live' };
+
+  function checkStatus() {
+    if (state.ended || state.source !== null || !config.config_path) { return; }
+    window.fetch(config.config_path, { credentials: 'same-origin', cache: 'no-store' })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (fresh) {
+        if (!fresh || !fresh.session || state.ended || state.source !== null) { return; }
+        if (fresh.session.status === 'ended') { sessionEnded(); return; }
+        setText(el.session, STATUS_TEXT[fresh.session.status] || fresh.session.status);
+      })
+      .catch(function () { /* offline: the next check tries again */ });
+  }
+  if (config.status_poll_s) { window.setInterval(checkStatus, config.status_poll_s * 1000); }
+  document.addEventListener('visibilitychange', function () {
+    if (!document.hidden) { checkStatus(); }
+  });
+
   el.webcam.addEventListener('click', function () { start('webcam'); });
   el.screen.addEventListener('click', function () { start('screen'); });
   el.stop.addEventListener('click', function () { stop('Stopped. Nothing is being sent.'); });
