@@ -16,9 +16,8 @@ from classroom.choices import (
 )
 
 CONSENT_TEXT = (
-    "I agree that, while I stream, pictures of my camera or screen are sent to this class's "
-    "server, where faces are found and their expressions estimated. No picture is stored: only "
-    "numbers. I can stop and withdraw my consent at any time."
+    "I agree that, while I stream, pictures of my camera or screen are analysed for faces and "
+    "expressions. No picture is stored, only numbers. I can stop and withdraw at any time."
 )
 """The consent checkbox's label: the first layer of a layered notice (ICO's guidance on privacy
 information); the join page's "What happens when you stream" details are the second layer."""
@@ -94,13 +93,13 @@ class JoinForm(forms.Form):
         widget=forms.TextInput(
             attrs={"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false"}
         ),
-        help_text="The short code your teacher shows, e.g. K7QX2M.",
+        help_text="Your teacher's code, e.g. K7QX2M.",
     )
     display_name = forms.CharField(
         label="Your name",
         max_length=DISPLAY_NAME_MAX_LENGTH,
         widget=forms.TextInput(attrs={"autocomplete": "nickname"}),
-        help_text="How you appear in the teacher's participant list.",
+        help_text="Shown in your teacher's list.",
     )
     consent = forms.BooleanField(
         label=CONSENT_TEXT,

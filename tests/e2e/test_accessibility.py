@@ -135,6 +135,21 @@ def horizontal_overflow(page) -> str:
     )
 
 
+def top_and_bottom_on_a_phone(page, selector: str) -> tuple[float, float]:
+    """The element's top and bottom (CSS px from the top of the page) at 375 x 667, scrolled
+    to the top; the viewport is restored afterwards."""
+    original = page.viewport_size
+    page.set_viewport_size({"width": 375, "height": 667})
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.wait_for_timeout(200)
+    box = page.evaluate(
+        "(s) => { const r = document.querySelector(s).getBoundingClientRect(); return [r.top, r.bottom]; }",
+        selector,
+    )
+    page.set_viewport_size(original)
+    return box[0], box[1]
+
+
 def focused(page) -> str:
     """A short description of the focused element: 'tag#id "accessible text"'."""
     return page.evaluate(
@@ -252,6 +267,9 @@ def test_pages_are_accessible_at_both_widths_and_by_keyboard(
             student_log = PageLog(student, "student")
             student.goto(f"{base}/join/")
             audit(student, "join")
+            # On a phone, the whole form and its Join button are on the first screen.
+            _, join_bottom = top_and_bottom_on_a_phone(student, "form button[type=submit]")
+            assert join_bottom <= 667, f"Join button ends at {join_bottom} px on a 667 px screen"
             tab_to(student, "#id_code")
             student.keyboard.type(code)
             tab_to(student, "#id_display_name")
@@ -302,6 +320,10 @@ def test_pages_are_accessible_at_both_widths_and_by_keyboard(
                 timeout=30_000,
             )
             audit(student, "student-streaming")
+            # On a phone, Stop and the top of the preview are on the first screen.
+            _, stop_bottom = top_and_bottom_on_a_phone(student, "#stop")
+            preview_top, _ = top_and_bottom_on_a_phone(student, "#preview")
+            assert stop_bottom <= 667 and preview_top <= 667 - 100, (stop_bottom, preview_top)
             board.wait_for_function(
                 "() => document.getElementById('faces-now').textContent.trim() === '4'",
                 timeout=60_000,
