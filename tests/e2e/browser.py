@@ -55,18 +55,14 @@ class PageLog:
         )
 
 
-def launch_chromium(pw, chromium_path: str, fake_camera: Path):
-    """Debian's headless Chromium whose camera plays ``fake_camera`` (no permission prompt)."""
-    return pw.chromium.launch(
-        executable_path=chromium_path,
-        headless=True,
-        args=[
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
+def launch_chromium(pw, chromium_path: str, fake_camera: Path | None = None):
+    """Debian's headless Chromium; with ``fake_camera``, its camera plays that .y4m file (and
+    no permission prompt is shown)."""
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    if fake_camera is not None:
+        args += [
             "--use-fake-ui-for-media-stream",
             "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-video-capture={fake_camera}",
-        ],
-    )
+        ]
+    return pw.chromium.launch(executable_path=chromium_path, headless=True, args=args)

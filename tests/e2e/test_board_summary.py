@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.browser import PageLog
+from tests.e2e.browser import PageLog, launch_chromium
 
 pytestmark = [pytest.mark.browser]
 
@@ -26,11 +26,7 @@ def page(chromium_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=chromium_path,
-            headless=True,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = launch_chromium(pw, chromium_path)
         try:
             page = browser.new_page()
             log = PageLog(page, "summary")

@@ -264,11 +264,7 @@ def test_board_says_how_many_faces_were_read_and_why_not(live_stack, live_sessio
     )
     base = live_stack.base_url
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=chromium_path,
-            headless=True,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = launch_chromium(pw, chromium_path)
         try:
             board = browser.new_page()
             log = PageLog(board, "board")
