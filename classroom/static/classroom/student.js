@@ -28,6 +28,7 @@
   var CLOSE_REPLACED = 4009;
   var CLOSE_BAD_REQUEST = 4400;
   var CLOSE_NOT_JOINED = 4403;
+  var NOT_CONNECTED = 'not connected (connects when you share)';
 
   var configEl = document.getElementById('student-config');
   if (!configEl) { return; }
@@ -105,9 +106,6 @@
     el.screen.disabled = state.ended || !hasScreen || streaming;
     el.previewCard.hidden = !streaming;
     el.hint.hidden = streaming || state.ended;
-    if (!streaming && !state.ended && state.socket === null && el.conn.textContent === 'not connected') {
-      setText(el.conn, 'not connected (connects when you share)');
-    }
     // A disabled button loses the focus to the page: give it to the button that now does something.
     if (focusedButton && focusedButton.disabled) {
       var next = streaming ? el.stop : (!el.webcam.disabled ? el.webcam : el.noticeText);
@@ -190,7 +188,7 @@
       socket.onclose = null;
       if (socket.readyState <= WebSocket.OPEN) { socket.close(1000, 'stopped'); }
     }
-    setText(el.conn, 'not connected');
+    setText(el.conn, state.ended ? 'closed' : NOT_CONNECTED);
     if (notice && isError) { showError(notice); } else if (notice) { showNotice(notice); }
     render();
   }
@@ -238,7 +236,6 @@
     state.ended = true;
     setText(el.session, 'Ended by the teacher');
     stop('The session has ended. Thank you! Nothing more is sent from this browser; you can close this page.');
-    setText(el.conn, 'closed');
   }
 
   function onMessage(event) {

@@ -11,11 +11,15 @@
 (function () {
   'use strict';
 
-  /** A periodic summary at most this often (ms), and only when its words changed. */
+  /** A periodic summary at most this often (ms), and only when its words changed (issue 21:
+   *  "every 30 s or on a large change"). */
   var EVERY_MS = 30000;
-  /** Even a large change waits this long (ms) after the last announcement. */
+  /** Even a large change waits this long (ms) after the last announcement: one sentence takes a
+   *  screen reader about 4-5 s to say at its default rate (~180 words per minute). */
   var MIN_GAP_MS = 5000;
-  /** Large changes: faces by max(3, 25 %), attention by 15 points. */
+  /** Large changes: faces by max(3, 25 %), attention by 15 points. Our choice: above the
+   *  frame-to-frame jitter of the live figures (a face or two missed by the detector, the
+   *  10 s window's attention moving by a few points), below what a teacher would act on. */
   var FACES_ABS = 3;
   var FACES_REL = 0.25;
   var ATTENTION_POINTS = 0.15;
