@@ -331,6 +331,18 @@ def test_pages_are_accessible_at_both_widths_and_by_keyboard(
             # The board's live region said so (the first face is a large change).
             expect(board.locator("#board-summary")).to_contain_text("4 faces")
             expect(board.locator("#mix-table tbody tr")).to_have_count(7)
+            # The hidden table holds the numbers the visible list shows ("happy 25 %", ...).
+            table = dict(
+                board.evaluate(
+                    """() => [...document.querySelectorAll('#mix-table tbody tr')].map(
+                           r => [r.cells[0].textContent, r.cells[1].textContent])"""
+                )
+            )
+            shown = [li.rsplit(" ", 2) for li in board.locator("#mix-list li").all_inner_texts()]
+            assert shown and all(table[name] == f"{pct} %" for name, pct, _ in shown), (
+                shown,
+                table,
+            )
             expect(board.locator("#timeline-table tbody tr").first).to_be_attached()
             audit(board, "board-live")
             # The timeline's HTML legend: open on a laptop, collapsed on a phone ...
@@ -376,6 +388,13 @@ def test_pages_are_accessible_at_both_widths_and_by_keyboard(
             assert dialogs and dialogs[0].startswith("End the class"), dialogs
             assert board.url.endswith("/report/"), board.url
             expect(board.locator("#participants-region")).to_have_attribute("tabindex", "0")
+            # The scroll hint shows only when the table is wider than its box.
+            hint = board.locator("#participants-scroll-hint")
+            expect(hint).to_be_hidden()
+            board.set_viewport_size({"width": 375, "height": 667})
+            expect(hint).to_be_visible()
+            board.set_viewport_size({"width": 1280, "height": 900})
+            expect(hint).to_be_hidden()
             expect(board.locator("#timeline-table tbody tr").first).to_be_attached()
             audit(board, "report")
 

@@ -204,13 +204,17 @@
     });
   }
 
-  /** Screens at most this wide (CSS px) start with the legend collapsed. */
+  /** Screens at most this wide (CSS px) start with the legend collapsed: classroom.css's phone
+   *  breakpoint, `@media (max-width: 640px)`. */
   var NARROW_PX = 640;
 
   /**
    * An HTML legend for `chart` in `container`: a <details> ("Legend", collapsed on screens up to
    * NARROW_PX wide) with one toggle button per dataset (aria-pressed; pressing hides or shows
    * the line). Line swatches show the dataset's colour, dashed where the line is dashed.
+   * @param {Chart} chart a Chart.js chart (timelineChart)
+   * @param {HTMLElement} container the legend is appended to it
+   * @returns {HTMLDetailsElement} the legend
    */
   function htmlLegend(chart, container) {
     var details = document.createElement('details');

@@ -312,6 +312,7 @@
   // Without a socket the server cannot tell this page that the class started or ended: ask
   // config_path every status_poll_s (and when the tab comes back), only while not streaming.
 
+  // As the page's template says them (student.html, #session-state).
   var STATUS_TEXT = { draft: 'Not started yet', live: 'Live' };
 
   function checkStatus() {
