@@ -1,14 +1,25 @@
-"""MediaPipe BlazeFace face detection: the shipped model files and the Tasks API detector.
+"""MediaPipe BlazeFace face detection: the shipped model files and two ways to run them.
 
-MediaPipe BlazeFace runs through the MediaPipe Tasks API
-(``mediapipe.tasks.python.vision.FaceDetector``), from the model files shipped in
-``inference_worker/models/`` (see ``SOURCE.md`` there; nothing is downloaded). Checked with
-mediapipe 1.2.2: the Tasks ``FaceDetector`` accepts BOTH files; it reads the input size
-(128x128 short range, 192x192 full range) and the anchor count (896 / 2304) from the model, and
-its boxes and keypoints on the full-range model are correct (drawn and checked on the shared
-photos). Full range finds 4/4 faces in ``webcam_posed_expressions_4.jpg`` and 6/6 in
-``group_photo_6_people.jpg`` at whole-frame size (short range: 4/4 and 1/6), so it is the
-default. Loading the sparse full-range file prints harmless "Sparsity tensors may not yet be
+* :class:`LiteRTFaceDetector` (the default, ``ENGAGEMENT_DETECTOR_BACKEND=litert``) runs the
+  ``.tflite`` files with LiteRT and does MediaPipe's pre-processing, anchor decoding and
+  weighted NMS itself (:func:`ssd_anchors`, :func:`weighted_nms`). It can also fit the model's
+  input to the image's aspect (:func:`input_shape`, :func:`redimension_model`): a 16:9 tile then
+  runs on 192x128 instead of being letterboxed into 192x192. Measured on a 2-core Intel Xeon
+  (AVX-512, AMX), one thread: 1.9 ms per 192x128 call against 3.5 ms per MediaPipe Tasks call,
+  so ``room`` mode's 42 tile passes fell from about 226 to 146 ms per 640x352 CCTV frame
+  (``python -m inference_worker.bench --source room --no-peer``), and it found more of the
+  annotated faces (``python -m inference_worker.recall``; README, "Face detection").
+* :class:`MediaPipeFaceDetector` (``ENGAGEMENT_DETECTOR_BACKEND=mediapipe``): the MediaPipe Tasks
+  API (``mediapipe.tasks.python.vision.FaceDetector``), the reference the first is tested
+  against (``tests/inference_worker/test_blazeface.py``: letterboxed, the same faces on the
+  annotated frames and their tiles, boxes within about a pixel).
+
+Both read the model files shipped in ``inference_worker/models/`` (see ``SOURCE.md`` there;
+nothing is downloaded). Checked with mediapipe 1.2.2: the Tasks ``FaceDetector`` accepts BOTH
+files; it reads the input size (128x128 short range, 192x192 full range) and the anchor count
+(896 / 2304) from the model. Full range finds 4/4 faces in ``webcam_posed_expressions_4.jpg``
+and 6/6 in ``group_photo_6_people.jpg`` at whole-frame size (short range: 4/4 and 1/6), so it is
+the default. Loading the sparse full-range file prints harmless "Sparsity tensors may not yet be
 fully supported" warnings from LiteRT on stderr. Per source (``webcam``, ``screen``, ``room``)
 the detector is wrapped in the tiling of :data:`inference_worker.detection.SOURCE_SETTINGS`.
 
@@ -25,20 +36,20 @@ without). :func:`import_mediapipe` therefore registers, before MediaPipe is firs
 module of that name that holds exactly MediaPipe's own fallback (a no-op
 ``do_not_generate_docs``), i.e. what MediaPipe does on a machine without TensorFlow; nothing
 else in the face detector's import graph touches TensorFlow (``mediapipe.tasks.python.metadata``
-does, but the detector does not import it). Running the BlazeFace ``.tflite`` files through
-LiteRT with our own anchor decoding would also avoid TensorFlow, but it would replace
-MediaPipe's tested pre-processing, decoding and weighted NMS, on which the recall figures in
-the README were measured; the one-module shim keeps the detector bit-for-bit the same. With the
-default LiteRT classifier a CPU worker thus never loads TensorFlow (a test checks
-``sys.modules`` after detecting and classifying a real frame).
+does, but the detector does not import it). This matters for the ``mediapipe`` back end only:
+the default ``litert`` one never imports MediaPipe, and with the LiteRT classifier a CPU worker
+loads neither MediaPipe nor TensorFlow (tests check ``sys.modules`` after detecting and
+classifying a real frame with each back end).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
 import types
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +176,327 @@ class MediaPipeFaceDetector:
 
     def __repr__(self) -> str:
         return f"MediaPipeFaceDetector({self.model_path.name!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class BlazeFaceSpec:
+    """What decoding a BlazeFace model file needs: MediaPipe's graph options for it.
+
+    Attributes:
+        side: side of the file's square input, pixels.
+        anchor_groups: ``(stride, anchors per cell)`` per feature map, in the order of the
+            model's outputs. All anchors have size 1 (``fixed_anchor_size: true``), so anchors
+            of one cell are the same point and only their count matters.
+        coarsest_stride: the network's largest down-sampling factor; any input side must be a
+            multiple of it for the feature maps to line up.
+
+    Source: the ``SsdAnchorsCalculatorOptions`` of MediaPipe's
+    ``mediapipe/modules/face_detection/face_detection_full_range.pbtxt`` (``num_layers: 1``,
+    ``strides: 4``) and ``face_detection_short_range.pbtxt`` (``num_layers: 4``, ``strides: 8,
+    16, 16, 16``, ``interpolated_scale_aspect_ratio: 1.0``, i.e. 2 anchors per layer); the
+    coarsest strides are read off the models (a 6x6 map at 192 px, 8x8 at 128 px).
+    """
+
+    side: int
+    anchor_groups: tuple[tuple[int, int], ...]
+    coarsest_stride: int
+
+
+BLAZEFACE_SPECS: dict[int, BlazeFaceSpec] = {
+    192: BlazeFaceSpec(side=192, anchor_groups=((4, 1),), coarsest_stride=32),
+    128: BlazeFaceSpec(side=128, anchor_groups=((8, 2), (16, 6)), coarsest_stride=16),
+}
+"""BlazeFace specs by the side of the file's input: 192 full range (2304 anchors), 128 short
+range (896 anchors)."""
+
+RESIZE_BILINEAR_OP: str = "RESIZE_BILINEAR"
+
+
+def input_shape(height: int, width: int, spec: BlazeFaceSpec) -> tuple[int, int]:
+    """The model input ``(rows, cols)`` for a ``height`` x ``width`` image.
+
+    The longer side is ``spec.side`` (what MediaPipe's letterbox gives it); the shorter one is
+    the image's, scaled the same way and rounded UP to a multiple of ``spec.coarsest_stride``,
+    so that a 16:9 frame runs on 192x128 instead of a letterboxed 192x192 (two thirds of the
+    compute; the letterbox's black bands carried nothing).
+
+    Raises:
+        ValueError: a non-positive size.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    step = spec.coarsest_stride
+    short = min(height, width) * spec.side / max(height, width)
+    short_in = min(spec.side, max(step, math.ceil(short / step - 1e-9) * step))
+    return (short_in, spec.side) if width >= height else (spec.side, short_in)
+
+
+def ssd_anchors(rows: int, cols: int, spec: BlazeFaceSpec) -> np.ndarray:
+    """Anchor centres of a model input of ``rows`` x ``cols`` pixels.
+
+    MediaPipe's ``SsdAnchorsCalculator``: for each feature map (stride ``s``), row by row, cell by
+    cell, ``count`` anchors at the cell centre ``((x + 0.5) * s, (y + 0.5) * s)``.
+
+    Returns:
+        ``float32`` ``(N, 2)`` centres ``(x, y)`` in input pixels, in the model's output order.
+    """
+    centres = []
+    for stride, count in spec.anchor_groups:
+        ys, xs = np.mgrid[0 : math.ceil(rows / stride), 0 : math.ceil(cols / stride)]
+        grid = np.stack([(xs.ravel() + 0.5) * stride, (ys.ravel() + 0.5) * stride], axis=1)
+        centres.append(np.repeat(grid, count, axis=0))
+    return np.concatenate(centres).astype(np.float32)
+
+
+def redimension_model(data: bytes, rows: int, cols: int, side: int) -> bytes:
+    """A BlazeFace ``.tflite`` whose up-sampling layers fit a ``rows`` x ``cols`` input.
+
+    The full-range model up-samples its 6x6 map back to 48x48 with ``RESIZE_BILINEAR`` ops whose
+    output sizes are constants (12x12, 24x24, 48x48 for its 192x192 input); LiteRT can resize
+    the input tensor but not those constants. This rewrites each constant ``(h, w)`` to
+    ``(h * rows / side, w * cols / side)``, in memory (the shipped file is unchanged; every
+    weight is kept). A model without such ops is returned as it is (the short-range one).
+
+    Args:
+        data: the ``.tflite`` flatbuffer.
+        rows, cols: the new input size, pixels; multiples of ``side / h`` for every constant.
+        side: the file's input side.
+
+    Returns:
+        The flatbuffer bytes to give ``Interpreter(model_content=...)``.
+
+    Raises:
+        ValueError: a constant would not scale to whole pixels.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    changed = False
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) != RESIZE_BILINEAR_OP:
+                continue
+            buffer = model.buffers[graph.tensors[op.inputs[1]].buffer]
+            h, w = np.frombuffer(bytes(bytearray(buffer.data)), dtype="<i4")
+            if (h * rows) % side or (w * cols) % side:
+                raise ValueError(f"a {h}x{w} up-sampling does not fit a {cols}x{rows} input")
+            size = np.array([h * rows // side, w * cols // side], dtype="<i4")
+            buffer.data = np.frombuffer(size.tobytes(), dtype=np.uint8)
+            changed = True
+    if not changed:
+        return data
+    builder = flatbuffers.Builder(len(data) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def weighted_nms(
+    boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_threshold: float
+) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    """MediaPipe's weighted non-maximum suppression (BlazeFace's "blending").
+
+    Take the highest-scored remaining box; every remaining box whose IoU with it exceeds
+    ``iou_threshold`` (itself included) is merged into one detection whose box and keypoints
+    are the score-weighted means of theirs and whose score is the top one's; repeat with the
+    rest. Source: ``WeightedNonMaxSuppression`` in MediaPipe's
+    ``mediapipe/calculators/util/non_max_suppression_calculator.cc`` (``algorithm: WEIGHTED``,
+    ``overlap_type: INTERSECTION_OVER_UNION``, as the face detection graphs set it); BlazeFace
+    paper section 2.4 (Bazarevsky et al. 2019).
+
+    Args:
+        boxes: ``(N, 4)`` ``(x, y, w, h)`` pixels.
+        scores: ``(N,)`` in ``0..1``.
+        keypoints: ``(N, K, 2)`` pixels.
+        iou_threshold: ``0..1``.
+
+    Returns:
+        ``(box (4,), score, keypoints (K, 2))`` per merged detection, by descending score.
+    """
+    from inference_worker.detection import iou_matrix
+
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    overlaps = iou_matrix(boxes, boxes)
+    remaining = [int(i) for i in order]
+    merged = []
+    while remaining:
+        top = remaining[0]
+        group = [i for i in remaining if i == top or overlaps[top, i] > iou_threshold]
+        chosen = set(group)
+        remaining = [i for i in remaining if i not in chosen]
+        weights = scores[group].astype(np.float64)
+        corners = np.concatenate([boxes[group, :2], boxes[group, :2] + boxes[group, 2:]], axis=1)
+        mean = (corners * weights[:, None]).sum(axis=0) / weights.sum()
+        points = (keypoints[group] * weights[:, None, None]).sum(axis=0) / weights.sum()
+        box = np.array([mean[0], mean[1], mean[2] - mean[0], mean[3] - mean[1]])
+        merged.append((box, float(scores[top]), points))
+    return merged
+
+
+class LiteRTFaceDetector:
+    """BlazeFace run with LiteRT directly, as a :class:`FaceDetector`; MediaPipe's results.
+
+    It reproduces MediaPipe's face detection graph: the image letterboxed into the model input
+    (centred, black bands, bilinear), pixels to ``[-1, 1]``, the 16 regression values per
+    anchor decoded in input pixels (box centre and keypoints = anchor centre + offset, size =
+    value; ``x_scale = y_scale = w_scale = h_scale`` = the input side), scores
+    ``sigmoid(clip(logit, -100, 100))``, :func:`weighted_nms`. Two differences, both measured:
+
+    * The input is not always square: :func:`input_shape` fits it to the image's aspect
+      (192x128 for a 16:9 frame or tile), with :func:`redimension_model` for the full-range
+      file. A MediaPipe Tasks call costs about 3.5 ms on a 192x192 input; this detector about
+      1.9 ms on 192x128 with one thread (``python -m inference_worker.bench``; CPU printed).
+    * Boxes are floats; MediaPipe's are whole pixels.
+
+    ``tests/inference_worker/test_blazeface.py`` checks that it finds the same faces as
+    :class:`MediaPipeFaceDetector` on the shared media, boxes within a few pixels.
+
+    Args:
+        model_path: a BlazeFace ``.tflite`` (full range 192 px or short range 128 px input).
+        min_confidence: score threshold, ``0..1``.
+        min_suppression: IoU above which detections are merged, ``0..1``.
+        num_threads: LiteRT CPU threads, ``>= 1``. One: a worker runs one process per core.
+        fit_aspect: fit the input to each image's aspect (:func:`input_shape`); ``False``
+            letterboxes every image into the file's square input, exactly as MediaPipe does.
+            One interpreter is built per input size on first use (about 60 ms to re-dimension
+            the full-range model); sizes are multiples of the coarsest stride, so a process
+            holds at most 11 of them.
+
+    Raises:
+        FileNotFoundError: ``model_path`` does not exist.
+        ValueError: the file's input is not a square 128 or 192 px RGB one.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        *,
+        min_confidence: float = MIN_DETECTION_CONFIDENCE,
+        min_suppression: float = MIN_SUPPRESSION_THRESHOLD,
+        num_threads: int = 1,
+        fit_aspect: bool = True,
+    ):
+        path = Path(model_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"face detector model not found: {path}")
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.model_path = path
+        self.min_confidence = float(min_confidence)
+        self.min_suppression = float(min_suppression)
+        self.num_threads = int(num_threads)
+        self.fit_aspect = bool(fit_aspect)
+        self._data = path.read_bytes()
+        self._interpreter_class = Interpreter
+        probe = Interpreter(model_content=self._data, num_threads=self.num_threads)
+        shape = tuple(int(v) for v in probe.get_input_details()[0]["shape"])
+        if (
+            len(shape) != 4
+            or shape[1] != shape[2]
+            or shape[3] != 3
+            or shape[1] not in BLAZEFACE_SPECS
+        ):
+            raise ValueError(f"{path.name}: not a BlazeFace model (input {shape})")
+        self.spec = BLAZEFACE_SPECS[shape[1]]
+        self._models: dict[tuple[int, int], tuple[Any, int, int, int, np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def _model(self, rows: int, cols: int) -> tuple[Any, int, int, int, np.ndarray]:
+        """The interpreter for an input size (built on first use): interpreter, input index,
+        regressors' index, scores' index, anchors."""
+        model = self._models.get((rows, cols))
+        if model is None:
+            side = self.spec.side
+            data = (
+                self._data
+                if (rows, cols) == (side, side)
+                else redimension_model(self._data, rows, cols, side)
+            )
+            interpreter = self._interpreter_class(model_content=data, num_threads=self.num_threads)
+            interpreter.resize_tensor_input(0, [1, rows, cols, 3], strict=False)
+            interpreter.allocate_tensors()
+            outputs = interpreter.get_output_details()
+            regressors = next(o["index"] for o in outputs if o["shape"][-1] == 16)
+            scores = next(o["index"] for o in outputs if o["shape"][-1] == 1)
+            anchors = ssd_anchors(rows, cols, self.spec)
+            count = int(interpreter.get_tensor(scores).shape[1])
+            if count != len(anchors):
+                raise ValueError(
+                    f"{self.model_path.name}: {count} outputs for {len(anchors)} anchors"
+                )
+            model = (
+                interpreter,
+                interpreter.get_input_details()[0]["index"],
+                regressors,
+                scores,
+                anchors,
+            )
+            self._models[(rows, cols)] = model
+        return model
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """Detect faces in an RGB frame.
+
+        Args:
+            rgb: ``uint8`` ``(H, W, 3)`` RGB.
+
+        Returns:
+            :class:`~inference_worker.pipeline.Detection` list by descending score: boxes and
+            the 6 keypoints in pixels of ``rgb`` (float), scores ``0..1``.
+
+        Raises:
+            ValueError: not a ``uint8 (H, W, 3)`` array.
+        """
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 (H, W, 3) frame, got {rgb.dtype} {rgb.shape}")
+        import cv2
+
+        height, width = rgb.shape[:2]
+        if self.fit_aspect:
+            rows, cols = input_shape(height, width, self.spec)
+        else:
+            rows = cols = self.spec.side
+        scale = min(cols / width, rows / height)
+        ox, oy = (cols - width * scale) / 2.0, (rows - height * scale) / 2.0
+        # MediaPipe's ImageToTensorCalculator maps the letterboxed ROI's corners onto the
+        # input's corners (no half-pixel shift), bilinear, zero (black) border.
+        warp = np.array([[scale, 0.0, ox], [0.0, scale, oy]], dtype=np.float32)
+        letterboxed = cv2.warpAffine(
+            rgb, warp, (cols, rows), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        )
+        tensor = letterboxed.astype(np.float32)[None] * np.float32(2.0 / 255.0) - np.float32(1.0)
+        with self._lock:
+            interpreter, inp, regressors, scores, anchors = self._model(rows, cols)
+            interpreter.set_tensor(inp, tensor)
+            interpreter.invoke()
+            raw = interpreter.get_tensor(regressors)[0]
+            logits = interpreter.get_tensor(scores)[0, :, 0]
+        probability = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100.0, 100.0)))
+        keep = np.flatnonzero(probability >= self.min_confidence)
+        if keep.size == 0:
+            return []
+        raw, centres = raw[keep].astype(np.float64), anchors[keep].astype(np.float64)
+        sizes = raw[:, 2:4]
+        boxes = np.concatenate([raw[:, 0:2] + centres - sizes / 2.0, sizes], axis=1)
+        points = raw[:, 4:16].reshape(-1, 6, 2) + centres[:, None, :]
+        offset = np.array([ox, oy])
+        detections = []
+        for box, score, kps in weighted_nms(boxes, probability[keep], points, self.min_suppression):
+            x, y = (box[:2] - offset) / scale
+            detections.append(
+                Detection(
+                    box=(float(x), float(y), float(box[2] / scale), float(box[3] / scale)),
+                    score=score,
+                    keypoints=tuple((float(px), float(py)) for px, py in (kps - offset) / scale),
+                )
+            )
+        return detections
+
+    def close(self) -> None:
+        """Release the interpreters (idempotent)."""
+        self._models.clear()
+
+    def __repr__(self) -> str:
+        return f"LiteRTFaceDetector({self.model_path.name!r}, threads={self.num_threads})"

@@ -106,6 +106,15 @@ class TilingSettings:
             shifted box (IoU with the whole one often under the NMS threshold): on the shared
             head-pose and walking clips every ``screen``-mode duplicate was such a box, whose
             edge lay on the tile border.
+        fit_aspect: the detector's input follows the image's aspect (a 16:9 tile runs on
+            192x128, not letterboxed into 192x192); read by
+            :func:`inference_worker.runtime.get_detector` for the ``litert`` back end
+            (:class:`~inference_worker.blazeface.LiteRTFaceDetector`; MediaPipe Tasks always
+            letterboxes). Measured with ``python -m inference_worker.recall``: on the tiles of
+            ``screen`` and ``room`` it finds more faces (CCTV 71 instead of 64 of 104 in ``room``)
+            at two thirds of the cost; on a whole 2048x1536 photo it lost 3 of the 6 faces of
+            ``group_photo_6_people.jpg`` (9 px faces at the model's limit), so ``webcam`` keeps
+            the letterbox.
     """
 
     whole_frame: bool = True
@@ -119,6 +128,7 @@ class TilingSettings:
     sure_score: float = 1.0
     detector_min_confidence: float | None = None
     edge_margin: float | None = 0.01
+    fit_aspect: bool = False
 
     @property
     def passes(self) -> int:
@@ -137,7 +147,7 @@ SOURCE_SETTINGS: dict[str, TilingSettings] = {
     # One face near the camera: the whole frame is enough, and the latency budget is ~10 ms.
     "webcam": TilingSettings(),
     # A video-call gallery (2x2 .. 3x3 participants): each 2x2 tile holds ~one participant.
-    "screen": TilingSettings(grids=(TileGrid(2, 2),)),
+    "screen": TilingSettings(grids=(TileGrid(2, 2),), fit_aspect=True),
     # A ceiling camera: many small (12-20 px) faces, seen from above: finer tiles at two
     # scales, a lower score threshold, and a second look at every unsure detection (see
     # TilingSettings.verify_context). Chosen on tests/fixtures/face_boxes.json.
@@ -150,6 +160,7 @@ SOURCE_SETTINGS: dict[str, TilingSettings] = {
         verify_min_score=0.35,
         sure_score=0.8,
         detector_min_confidence=0.3,
+        fit_aspect=True,
     ),
 }
 """Tiling per source. ``room`` was tuned (grids, thresholds, context) on the annotated frames of

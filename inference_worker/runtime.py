@@ -28,6 +28,7 @@ from inference_worker.batching import BatchingClassifier
 from inference_worker.blazeface import (
     DEFAULT_DETECTOR,
     DETECTOR_MODELS,
+    LiteRTFaceDetector,
     MediaPipeFaceDetector,
     import_mediapipe,
 )
@@ -45,6 +46,16 @@ CLASSIFIER_BACKENDS: dict[str, tuple[str, ...]] = {
 """``ENGAGEMENT_CLASSIFIER_BACKEND`` value -> model file suffixes it runs."""
 
 DEFAULT_CLASSIFIER_BACKEND: str = "litert"
+
+DETECTOR_BACKENDS: dict[str, type] = {
+    "litert": LiteRTFaceDetector,
+    "mediapipe": MediaPipeFaceDetector,
+}
+"""``ENGAGEMENT_DETECTOR_BACKEND`` value -> the class that runs BlazeFace: ``litert`` (the
+default: LiteRT directly, an input fitted to the image's aspect, about half the cost per call)
+or ``mediapipe`` (the MediaPipe Tasks ``FaceDetector``, the reference it is tested against)."""
+
+DEFAULT_DETECTOR_BACKEND: str = "litert"
 
 _lock = threading.RLock()
 _detectors: dict[str, FaceDetector] = {}
@@ -82,6 +93,45 @@ def detector_kind(kind: str | None = None) -> str:
             f"ENGAGEMENT_DETECTOR must be one of {sorted(DETECTOR_MODELS)}, got {value!r}"
         )
     return value
+
+
+def detector_backend(backend: str | None = None) -> str:
+    """Validate a detector back end (``None``: the ``ENGAGEMENT_DETECTOR_BACKEND`` setting,
+    default "litert").
+
+    Raises:
+        django.core.exceptions.ImproperlyConfigured: not one of :data:`DETECTOR_BACKENDS`.
+    """
+    value = str(backend or setting("ENGAGEMENT_DETECTOR_BACKEND") or DEFAULT_DETECTOR_BACKEND)
+    value = value.strip().lower()
+    if value not in DETECTOR_BACKENDS:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"ENGAGEMENT_DETECTOR_BACKEND must be one of {sorted(DETECTOR_BACKENDS)}, got {value!r}"
+        )
+    return value
+
+
+def detector_threads() -> int:
+    """LiteRT threads per BlazeFace call (``ENGAGEMENT_DETECTOR_THREADS``, default 1: a worker
+    runs one process per core; 2 makes one ``room`` frame about a third faster on 2 cores).
+
+    Raises:
+        django.core.exceptions.ImproperlyConfigured: not a whole number >= 1.
+    """
+    value = setting("ENGAGEMENT_DETECTOR_THREADS")
+    try:
+        threads = int(value if value not in (None, "") else 1)
+    except (TypeError, ValueError):
+        threads = 0
+    if threads < 1:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"ENGAGEMENT_DETECTOR_THREADS must be a whole number >= 1, got {value!r}"
+        )
+    return threads
 
 
 def _setting_on(name: str) -> bool:
@@ -130,7 +180,9 @@ def get_detector(
             * ``"webcam"``: one whole-frame pass, what live webcam frames use (~5 ms at 640x480);
             * ``"screen"``: a shared screen / video-call gallery: + 2x2 tiles;
             * ``"room"``: a classroom camera, the most thorough: + 4x4 and 5x5 tiles, a lower
-              threshold and a second look at unsure faces (~150-250 ms per frame).
+              threshold and a second look at unsure faces (~100-150 ms per 640x360 frame
+              with the ``litert`` back end on one thread; ``python -m inference_worker.bench
+              --source room``).
 
             See :data:`inference_worker.detection.SOURCE_SETTINGS`.
         kind: BlazeFace model, ``"full"`` or ``"short"``; ``None`` reads ``ENGAGEMENT_DETECTOR``
@@ -139,33 +191,39 @@ def get_detector(
             detection; ``None`` reads ``ENGAGEMENT_FACE_CHECK`` (default true).
 
     Returns:
-        For ``webcam``: a :class:`~inference_worker.blazeface.MediaPipeFaceDetector`. Otherwise
+        For ``webcam``: the plain detector of the back end (``ENGAGEMENT_DETECTOR_BACKEND``:
+        :class:`~inference_worker.blazeface.LiteRTFaceDetector` by default,
+        :class:`~inference_worker.blazeface.MediaPipeFaceDetector` with ``mediapipe``). Otherwise
         a :class:`~inference_worker.detection.TiledFaceDetector` around one (built with the
-        source's ``detector_min_confidence``). With the check, that detector wrapped in a
+        source's ``detector_min_confidence`` and ``fit_aspect``). With the check, that detector wrapped in a
         :class:`~inference_worker.facecheck.CheckedFaceDetector`, whose detections carry their
-        ``presence``. The same object for every call with the same kind, source and check in
-        this process; all keep BlazeFace's 6 keypoints in frame pixels.
+        ``presence``. The same object for every call with the same back end, kind, source and
+        check in this process; all keep BlazeFace's 6 keypoints in frame pixels.
 
     Raises:
         ValueError: unknown source (the message names the valid ones).
-        django.core.exceptions.ImproperlyConfigured: unknown kind.
+        django.core.exceptions.ImproperlyConfigured: unknown kind or back end, bad thread count.
         FileNotFoundError: the shipped model file is missing.
     """
     from inference_worker.detection import DEFAULT_SOURCE, TiledFaceDetector, source_settings
 
     kind = detector_kind(kind)
+    backend = detector_backend()
     settings = source_settings(source)
     name = (source or DEFAULT_SOURCE).strip().lower()
     confidence = settings.detector_min_confidence
     with _lock:
-        base_key = kind if confidence is None else f"{kind}@{confidence:g}"
+        options: dict[str, Any] = {} if confidence is None else {"min_confidence": confidence}
+        if backend == "litert":
+            options["fit_aspect"] = settings.fit_aspect
+            options["num_threads"] = detector_threads()
+        base_key = f"{backend}:{kind}:" + ",".join(f"{k}={v}" for k, v in sorted(options.items()))
         detector = _detectors.get(base_key)
         if detector is None:
-            options = {} if confidence is None else {"min_confidence": confidence}
-            detector = MediaPipeFaceDetector(DETECTOR_MODELS[kind], **options)
+            detector = DETECTOR_BACKENDS[backend](DETECTOR_MODELS[kind], **options)
             _detectors[base_key] = detector
             logger.info("loaded face detector %s (pid %d)", detector, os.getpid())
-        key = f"{kind}/{name}"
+        key = f"{backend}:{kind}/{name}"
         if settings.grids or not settings.whole_frame or confidence is not None:
             tiled = _tiled.get(key)
             if tiled is None:
@@ -310,15 +368,17 @@ def warm(*, create_detector: bool = True) -> None:
     """Load the configured models now, so that the first live frame does not pay for it.
 
     Args:
-        create_detector: also build the MediaPipe detector and run it once on a blank frame.
-            With ``False`` only MediaPipe's modules are imported (~0.6 s, without TensorFlow)
-            and the detector itself is built on first use (~50 ms).
+        create_detector: also build a MediaPipe Tasks detector (back end ``mediapipe``) and run
+            it once on a blank frame. With ``False`` only MediaPipe's modules are imported
+            (~0.6 s, without TensorFlow) and that detector is built on first use (~50 ms). The
+            ``litert`` back end's detector (LiteRT interpreters, like the face check's) is
+            always built and run here.
 
     Raises:
         FileNotFoundError, ValueError, ImproperlyConfigured: as the loaders.
     """
     blank = np.zeros((240, 320, 3), np.uint8)
-    if create_detector:
+    if create_detector or detector_backend() == "litert":
         get_detector().detect(blank)
     else:
         detector_kind()  # fail early on a bad setting
@@ -332,7 +392,8 @@ def warm(*, create_detector: bool = True) -> None:
 def warm_if_configured(**_: Any) -> bool:
     """``worker_process_init`` receiver: warm the models when ``ENGAGEMENT_WARM_MODELS`` is true.
 
-    The MediaPipe detector is NOT built here, only imported (``warm(create_detector=False)``):
+    A MediaPipe Tasks detector is NOT built here, only imported (``warm(create_detector=False)``;
+    the default ``litert`` back end's detector is built, as the face check is):
     building it sets SIGPROF to "ignore" (LiteRT/MediaPipe internals), and a prefork child runs
     ``worker_process_init`` BEFORE billiard resets every signal to its default
     (``billiard.common.reset_signals(full=True)``), after which the next SIGPROF kills the

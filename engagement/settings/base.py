@@ -244,6 +244,12 @@ ENGAGEMENT_CLASSIFIER_PATH = env("ENGAGEMENT_CLASSIFIER_PATH", default="")
 ENGAGEMENT_WARM_MODELS = env.bool("ENGAGEMENT_WARM_MODELS", default=True)
 # Face detector model: "short" (BlazeFace short range, webcams) or "full" (full range).
 ENGAGEMENT_DETECTOR = env("ENGAGEMENT_DETECTOR", default="full")
+# What runs the BlazeFace model: "litert" (LiteRT directly, input fitted to the frame's aspect,
+# about half the cost) or "mediapipe" (the MediaPipe Tasks FaceDetector, the reference).
+ENGAGEMENT_DETECTOR_BACKEND = env("ENGAGEMENT_DETECTOR_BACKEND", default="litert")
+# LiteRT threads per detector call (litert back end). 1 suits a worker with one process per core;
+# 2 speeds up one "room" frame (analyze_media, a classroom camera) on a 2-core machine.
+ENGAGEMENT_DETECTOR_THREADS = env.int("ENGAGEMENT_DETECTOR_THREADS", default=1)
 # Second-stage face check (inference_worker.facecheck): every detection is looked at again by
 # MediaPipe's face landmark model and dropped when it is not a face (hands, collars, chair backs).
 # About 2 ms per detected face on one core; false only to measure the detector without it.

@@ -182,7 +182,8 @@ def test_room_mode_finds_every_photo_face_without_false_positives(room_rows):
 @pytest.mark.slow
 def test_room_mode_finds_most_visible_classroom_faces(room_rows):
     row = room_rows["classroom_cctv.mp4"]
-    # Measured: 64 of 104 (62%), precision 81%; the whole frame alone finds 0.
+    # Measured: 71 of 104 (68%), precision 79% (MediaPipe Tasks back end: 64, 81%); the whole
+    # frame alone finds 0.
     assert row.faces >= 100
     assert row.recall >= 0.60, row
     assert row.precision >= 0.75, row
@@ -244,19 +245,25 @@ def test_the_face_check_meets_the_precision_targets_and_loses_no_face(
 def test_the_face_check_removes_the_hands_and_ears_of_the_room_mode(with_and_without_check):
     before = recall.total(list(with_and_without_check["room", False].values()))
     after = recall.total(list(with_and_without_check["room", True].values()))
-    # Measured: 19 false boxes on annotated hands and ears before, 4 after (hands of 23-27 px,
-    # too small for the landmark model to judge).
-    assert before.on_negatives >= 15
+    # Measured with the default LiteRT back end: 11 false boxes on annotated hands and ears
+    # before, 1 after (MediaPipe Tasks: 19 and 4; the rest are hands of 23-27 px, too small for
+    # the landmark model to judge).
+    assert before.on_negatives >= 8
     assert after.on_negatives <= before.on_negatives // 3
 
 
 @pytest.mark.slow
-def test_tile_edge_halves_no_longer_double_count_faces_in_screen_mode(media_dir):
-    """The 2x2 tiles of ``screen`` cut the head-pose faces in half; the halves were second boxes."""
+def test_tile_edge_halves_no_longer_double_count_faces_in_screen_mode(media_dir, settings):
+    """The 2x2 tiles of ``screen`` cut the head-pose faces in half; the halves were second boxes.
+
+    Measured with the MediaPipe Tasks back end, where the halves were found (28 of them); the
+    LiteRT back end's fitted tile input finds few halves (2), and none once the rule drops them.
+    """
     import dataclasses
 
     from inference_worker.detection import TiledFaceDetector
 
+    settings.ENGAGEMENT_DETECTOR_BACKEND = "mediapipe"
     annotations, iou = load_annotations(FACE_BOXES)
     gifs = [a for a in annotations if a.file.startswith("head-pose")]
     screen = runtime.get_detector("screen", kind="full", check=False)
@@ -268,3 +275,10 @@ def test_tile_edge_halves_no_longer_double_count_faces_in_screen_mode(media_dir)
     without = recall.total(recall.evaluate(gifs, screen, media_dir, iou))
     assert with_halves.false_positives >= 20  # measured 28 on these 27 frames
     assert without.false_positives == 0 and without.found == with_halves.found == 41
+    settings.ENGAGEMENT_DETECTOR_BACKEND = "litert"
+    litert = recall.total(
+        recall.evaluate(
+            gifs, runtime.get_detector("screen", kind="full", check=False), media_dir, iou
+        )
+    )
+    assert litert.false_positives == 0 and litert.found == 41

@@ -47,7 +47,21 @@ print(json.dumps({
 
 
 def test_cpu_worker_detects_and_classifies_a_real_frame_without_tensorflow(webcam_photo):
-    """The CPU path (MediaPipe BlazeFace + LiteRT classifier) never imports TensorFlow."""
+    """The CPU path (BlazeFace and the classifier, both on LiteRT) never imports TensorFlow,
+    nor MediaPipe's runtime (the default detector back end runs the model files itself)."""
     loaded = run_django_script(CPU_PATH_SCRIPT % (str(webcam_photo),))
-    assert loaded["mediapipe"] is True  # the real detector ran
+    assert loaded["mediapipe"] is False
+    assert loaded["heavy"] == [], f"TensorFlow/Keras imported: {loaded['heavy']}"
+
+
+def test_the_mediapipe_back_end_detects_without_tensorflow(webcam_photo):
+    """With ``ENGAGEMENT_DETECTOR_BACKEND=mediapipe`` the MediaPipe Tasks detector runs, still
+    without TensorFlow (the ``doc_controls`` shim of :func:`blazeface.import_mediapipe`)."""
+    script = CPU_PATH_SCRIPT.replace(
+        "from inference_worker import pipeline, runtime",
+        "settings.ENGAGEMENT_DETECTOR_BACKEND = 'mediapipe'\n"
+        "from inference_worker import pipeline, runtime",
+    )
+    loaded = run_django_script(script % (str(webcam_photo),))
+    assert loaded["mediapipe"] is True  # the MediaPipe detector ran
     assert loaded["heavy"] == [], f"TensorFlow/Keras imported: {loaded['heavy']}"

@@ -157,7 +157,8 @@ def test_detectors_are_cached_per_source(fresh_runtime):
     webcam = runtime.get_detector("webcam", check=False)
     assert runtime.get_detector(check=False) is webcam
     assert runtime.get_detector(source="webcam", check=False) is webcam
-    assert isinstance(webcam, blazeface.MediaPipeFaceDetector)  # one fast whole-frame pass
+    assert isinstance(webcam, blazeface.LiteRTFaceDetector)  # one fast whole-frame pass
+    assert not webcam.fit_aspect and webcam.num_threads == 1  # letterboxed, as MediaPipe does
     screen, room = (
         runtime.get_detector("screen", check=False),
         runtime.get_detector("room", check=False),
@@ -273,10 +274,32 @@ def test_tiled_detectors_are_cached_per_source_and_share_nothing_with_live_frame
     screen = runtime.get_detector("screen", kind="full", check=False)
     room = runtime.get_detector("room", kind="full", check=False)
     assert runtime.get_detector("room", kind="full", check=False) is room
-    assert isinstance(screen, TiledFaceDetector) and screen.detector is live
+    assert isinstance(screen, TiledFaceDetector) and screen.detector is not live
+    assert screen.detector.fit_aspect and not live.fit_aspect  # tiles run on a fitted input
     assert isinstance(room, TiledFaceDetector) and room.settings == SOURCE_SETTINGS["room"]
-    assert room.detector is not live  # built with the room's lower score threshold
+    assert room.detector is not live and room.detector is not screen.detector
+    assert room.detector.min_confidence == SOURCE_SETTINGS["room"].detector_min_confidence
     assert runtime.get_detector(check=False) is live
+
+
+@pytest.mark.slow
+def test_the_detector_back_end_and_threads_follow_the_settings(fresh_runtime, settings):
+    settings.ENGAGEMENT_DETECTOR_BACKEND = "mediapipe"
+    mediapipe = runtime.get_detector(check=False)
+    assert isinstance(mediapipe, blazeface.MediaPipeFaceDetector)
+    assert isinstance(runtime.get_detector("room", check=False).detector, type(mediapipe))
+    settings.ENGAGEMENT_DETECTOR_BACKEND = "litert"
+    settings.ENGAGEMENT_DETECTOR_THREADS = 2
+    two = runtime.get_detector(check=False)
+    assert isinstance(two, blazeface.LiteRTFaceDetector) and two.num_threads == 2
+    settings.ENGAGEMENT_DETECTOR_BACKEND = "onnx"
+    with pytest.raises(ImproperlyConfigured, match="ENGAGEMENT_DETECTOR_BACKEND.*litert"):
+        runtime.get_detector()
+    settings.ENGAGEMENT_DETECTOR_BACKEND = "litert"
+    for bad in (0, "two"):
+        settings.ENGAGEMENT_DETECTOR_THREADS = bad
+        with pytest.raises(ImproperlyConfigured, match="ENGAGEMENT_DETECTOR_THREADS"):
+            runtime.get_detector()
 
 
 @pytest.mark.slow

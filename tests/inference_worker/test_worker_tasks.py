@@ -381,5 +381,6 @@ def test_with_emotion_inference_off_warming_loads_no_classifier(settings, monkey
     monkeypatch.setattr(runtime, "get_classifier", lambda *a, **k: loaded.append(1))
     monkeypatch.setattr(runtime, "import_mediapipe", lambda: None)
     monkeypatch.setattr(runtime, "get_face_check", lambda: None)
+    settings.ENGAGEMENT_FACE_CHECK = False
     runtime.warm(create_detector=False)
     assert loaded == []
