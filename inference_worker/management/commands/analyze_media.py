@@ -7,8 +7,8 @@ whether the face is attentive) and a summary per file. ``--analysis attention`` 
 expression classifier (what attention-only sessions do).
 
 Face detection uses the most thorough settings, ``--source room`` (whole frame + 4x4 and 5x5
-tiles, verified; ~150-250 ms per frame on 2 CPU cores), unless told otherwise: ``--source screen``
-(whole frame + 2x2 tiles) or ``--source webcam`` (one whole-frame pass, what live frames use);
+tiles, verified; ~100-150 ms per 640x360 frame on one core), unless told otherwise:
+``--source screen`` (whole frame + 2x2 tiles) or ``--source webcam`` (one whole-frame pass, what live frames use);
 see :mod:`inference_worker.detection`.
 
 With ``--json`` every line of stdout is one JSON object: one per sampled frame
