@@ -255,7 +255,7 @@ def redimension_model(data: bytes, rows: int, cols: int, side: int) -> bytes:
     output sizes are constants (12x12, 24x24, 48x48 for its 192x192 input); LiteRT can resize
     the input tensor but not those constants. This rewrites each constant ``(h, w)`` to
     ``(h * rows / side, w * cols / side)``, in memory (the shipped file is unchanged; every
-    weight is kept). A model without such ops is returned as it is (the short-range one).
+    weight is kept). A model without such ops, or asked for its own size, is returned as it is.
 
     Args:
         data: the ``.tflite`` flatbuffer.
@@ -268,6 +268,8 @@ def redimension_model(data: bytes, rows: int, cols: int, side: int) -> bytes:
     Raises:
         ValueError: a constant would not scale to whole pixels.
     """
+    if (rows, cols) == (side, side):
+        return data
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
@@ -389,9 +391,8 @@ class LiteRTFaceDetector:
         self.num_threads = int(num_threads)
         self.fit_aspect = bool(fit_aspect)
         self._data = path.read_bytes()
-        self._interpreter_class = Interpreter
-        probe = Interpreter(model_content=self._data, num_threads=self.num_threads)
-        shape = tuple(int(v) for v in probe.get_input_details()[0]["shape"])
+        square = Interpreter(model_content=self._data, num_threads=self.num_threads)
+        shape = tuple(int(v) for v in square.get_input_details()[0]["shape"])
         if (
             len(shape) != 4
             or shape[1] != shape[2]
@@ -400,40 +401,43 @@ class LiteRTFaceDetector:
         ):
             raise ValueError(f"{path.name}: not a BlazeFace model (input {shape})")
         self.spec = BLAZEFACE_SPECS[shape[1]]
-        self._models: dict[tuple[int, int], tuple[Any, int, int, int, np.ndarray]] = {}
         self._lock = threading.Lock()
+        side = self.spec.side
+        self._models: dict[tuple[int, int], tuple[Any, int, int, int, np.ndarray]] = {
+            (side, side): self._prepared(square, side, side)
+        }
+
+    def _prepared(
+        self, interpreter: Any, rows: int, cols: int
+    ) -> tuple[Any, int, int, int, np.ndarray]:
+        """Allocate an interpreter for a ``rows`` x ``cols`` input and find its tensors.
+
+        Returns:
+            ``(interpreter, input index, regressors' index, scores' index, anchors)``.
+
+        Raises:
+            ValueError: the outputs do not match the anchors of :attr:`spec`.
+        """
+        interpreter.resize_tensor_input(0, [1, rows, cols, 3], strict=False)
+        interpreter.allocate_tensors()
+        outputs = interpreter.get_output_details()
+        regressors = next(o["index"] for o in outputs if o["shape"][-1] == 16)
+        scores = next(o["index"] for o in outputs if o["shape"][-1] == 1)
+        anchors = ssd_anchors(rows, cols, self.spec)
+        count = int(interpreter.get_tensor(scores).shape[1])
+        if count != len(anchors):
+            raise ValueError(f"{self.model_path.name}: {count} outputs for {len(anchors)} anchors")
+        return interpreter, interpreter.get_input_details()[0]["index"], regressors, scores, anchors
 
     def _model(self, rows: int, cols: int) -> tuple[Any, int, int, int, np.ndarray]:
-        """The interpreter for an input size (built on first use): interpreter, input index,
-        regressors' index, scores' index, anchors."""
+        """The prepared interpreter for an input size, re-dimensioned and built on first use."""
         model = self._models.get((rows, cols))
         if model is None:
-            side = self.spec.side
-            data = (
-                self._data
-                if (rows, cols) == (side, side)
-                else redimension_model(self._data, rows, cols, side)
-            )
-            interpreter = self._interpreter_class(model_content=data, num_threads=self.num_threads)
-            interpreter.resize_tensor_input(0, [1, rows, cols, 3], strict=False)
-            interpreter.allocate_tensors()
-            outputs = interpreter.get_output_details()
-            regressors = next(o["index"] for o in outputs if o["shape"][-1] == 16)
-            scores = next(o["index"] for o in outputs if o["shape"][-1] == 1)
-            anchors = ssd_anchors(rows, cols, self.spec)
-            count = int(interpreter.get_tensor(scores).shape[1])
-            if count != len(anchors):
-                raise ValueError(
-                    f"{self.model_path.name}: {count} outputs for {len(anchors)} anchors"
-                )
-            model = (
-                interpreter,
-                interpreter.get_input_details()[0]["index"],
-                regressors,
-                scores,
-                anchors,
-            )
-            self._models[(rows, cols)] = model
+            from ai_edge_litert.interpreter import Interpreter
+
+            data = redimension_model(self._data, rows, cols, self.spec.side)
+            interpreter = Interpreter(model_content=data, num_threads=self.num_threads)
+            model = self._models[(rows, cols)] = self._prepared(interpreter, rows, cols)
         return model
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
@@ -495,8 +499,9 @@ class LiteRTFaceDetector:
         return detections
 
     def close(self) -> None:
-        """Release the interpreters (idempotent)."""
-        self._models.clear()
+        """Release the interpreters (idempotent); a later :meth:`detect` builds them again."""
+        with self._lock:
+            self._models.clear()
 
     def __repr__(self) -> str:
         return f"LiteRTFaceDetector({self.model_path.name!r}, threads={self.num_threads})"

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference_worker import blazeface
 from inference_worker.blazeface import (
     BLAZEFACE_SPECS,
     DETECTOR_MODELS,
@@ -84,6 +83,7 @@ def test_the_full_range_model_is_re_dimensioned_in_memory():
         redimension_model(data, 100, 192, 192)
     short = DETECTOR_MODELS["short"].read_bytes()
     assert redimension_model(short, 80, 128, 128) is short  # no up-sampling layer to patch
+    assert redimension_model(data, 192, 192, 192) is data
 
 
 def test_weighted_nms_blends_overlapping_boxes_by_score():
@@ -107,6 +107,8 @@ def test_a_bad_file_or_frame_is_a_clear_error(tmp_path):
         with pytest.raises(ValueError, match="uint8"):
             detector.detect(bad)
     assert detector.detect(np.zeros((360, 640, 3), np.uint8)) == []
+    detector.close()
+    assert detector.detect(np.zeros((360, 640, 3), np.uint8)) == []  # rebuilt after close
 
 
 @pytest.mark.slow
@@ -165,7 +167,7 @@ def test_on_a_fitted_input_it_finds_the_photo_faces_with_keypoints(webcam_photo)
     assert input_shape(*wide.shape[:2], FULL) == (128, 192)
     found = detector.detect(wide)
     assert len(found) == 2
-    assert set(detector._models) == {(128, 192)}  # ran on the smaller input
+    assert set(detector._models) == {(192, 192), (128, 192)}  # built for the smaller input
     for det in found:
         x, y, w, h = det.box
         assert 0.5 <= det.score <= 1.0 and 120 < w < 240 and abs(w - h) < 0.2 * w
@@ -173,4 +175,3 @@ def test_on_a_fitted_input_it_finds_the_photo_faces_with_keypoints(webcam_photo)
 
         (rx, ry), (lx, ly) = det.keypoints[:2]
         assert x <= rx <= x + w and y <= ry <= y + h and x <= lx <= x + w
-    assert blazeface.LiteRTFaceDetector.__doc__  # documented for the API docs
