@@ -209,8 +209,6 @@ BLAZEFACE_SPECS: dict[int, BlazeFaceSpec] = {
 """BlazeFace specs by the side of the file's input: 192 full range (2304 anchors), 128 short
 range (896 anchors)."""
 
-RESIZE_BILINEAR_OP: str = "RESIZE_BILINEAR"
-
 
 def input_shape(height: int, width: int, spec: BlazeFaceSpec) -> tuple[int, int]:
     """The model input ``(rows, cols)`` for a ``height`` x ``width`` image.
@@ -219,6 +217,14 @@ def input_shape(height: int, width: int, spec: BlazeFaceSpec) -> tuple[int, int]
     the image's, scaled the same way and rounded UP to a multiple of ``spec.coarsest_stride``,
     so that a 16:9 frame runs on 192x128 instead of a letterboxed 192x192 (two thirds of the
     compute; the letterbox's black bands carried nothing).
+
+    Args:
+        height, width: the image's size, pixels, ``>= 1``.
+        spec: the model's :class:`BlazeFaceSpec`.
+
+    Returns:
+        ``(rows, cols)`` in pixels, each a multiple of ``spec.coarsest_stride``, the longer one
+        ``spec.side``.
 
     Raises:
         ValueError: a non-positive size.
@@ -236,6 +242,10 @@ def ssd_anchors(rows: int, cols: int, spec: BlazeFaceSpec) -> np.ndarray:
 
     MediaPipe's ``SsdAnchorsCalculator``: for each feature map (stride ``s``), row by row, cell by
     cell, ``count`` anchors at the cell centre ``((x + 0.5) * s, (y + 0.5) * s)``.
+
+    Args:
+        rows, cols: the model input's size, pixels (:func:`input_shape`).
+        spec: the model's :class:`BlazeFaceSpec`.
 
     Returns:
         ``float32`` ``(N, 2)`` centres ``(x, y)`` in input pixels, in the model's output order.
@@ -279,7 +289,7 @@ def redimension_model(data: bytes, rows: int, cols: int, side: int) -> bytes:
     for graph in model.subgraphs:
         for op in graph.operators:
             code = model.operatorCodes[op.opcodeIndex]
-            if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) != RESIZE_BILINEAR_OP:
+            if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) != "RESIZE_BILINEAR":
                 continue
             buffer = model.buffers[graph.tensors[op.inputs[1]].buffer]
             h, w = np.frombuffer(bytes(bytearray(buffer.data)), dtype="<i4")

@@ -164,12 +164,12 @@ SOURCE_SETTINGS: dict[str, TilingSettings] = {
     ),
 }
 """Tiling per source. ``room`` was tuned (grids, thresholds, context) on the annotated frames of
-``tests/fixtures/face_boxes.json`` with ``python -m inference_worker.recall``: the whole frame
-alone finds none of the 104 faces of the 10 CCTV frames, ``room`` 68% (62% with the MediaPipe
-Tasks back end), while keeping the two photos at 6/6 and 4/4 without false positives. Because it was tuned on those same frames the
-figure is optimistic; the photo false-positive count is sensitive to the thresholds (a 0.48 hand
-in the group photo passes with ``verify_min_score=0.3``). The runtime adds the second-stage face
-check (:mod:`inference_worker.facecheck`) after any of these."""
+``tests/fixtures/face_boxes.json`` with ``python -m inference_worker.recall``: the whole frame alone
+finds none of the 104 faces of the 10 CCTV frames, ``room`` 68% (62% with the MediaPipe Tasks back
+end), while keeping the two photos at 6/6 and 4/4 without false positives. Because it was tuned on
+those same frames the figure is optimistic; the photo false-positive count is sensitive to the
+thresholds (a 0.48 hand in the group photo passes with ``verify_min_score=0.3``). The runtime adds
+the second-stage face check (:mod:`inference_worker.facecheck`) after any of these."""
 
 
 def source_settings(source: str | None) -> TilingSettings:

@@ -195,8 +195,8 @@ def get_detector(
         :class:`~inference_worker.blazeface.LiteRTFaceDetector` by default,
         :class:`~inference_worker.blazeface.MediaPipeFaceDetector` with ``mediapipe``). Otherwise
         a :class:`~inference_worker.detection.TiledFaceDetector` around one (built with the
-        source's ``detector_min_confidence`` and ``fit_aspect``). With the check, that detector wrapped in a
-        :class:`~inference_worker.facecheck.CheckedFaceDetector`, whose detections carry their
+        source's ``detector_min_confidence`` and ``fit_aspect``). With the check, that detector
+        wrapped in a :class:`~inference_worker.facecheck.CheckedFaceDetector`, whose detections carry their
         ``presence``. The same object for every call with the same back end, kind, source and
         check in this process; all keep BlazeFace's 6 keypoints in frame pixels.
 
@@ -223,7 +223,7 @@ def get_detector(
             detector = DETECTOR_BACKENDS[backend](DETECTOR_MODELS[kind], **options)
             _detectors[base_key] = detector
             logger.info("loaded face detector %s (pid %d)", detector, os.getpid())
-        key = f"{backend}:{kind}/{name}"
+        key = f"{base_key}/{name}"  # a wrapper is cached with the detector it wraps
         if settings.grids or not settings.whole_frame or confidence is not None:
             tiled = _tiled.get(key)
             if tiled is None:

@@ -289,9 +289,12 @@ def test_the_detector_back_end_and_threads_follow_the_settings(fresh_runtime, se
     assert isinstance(mediapipe, blazeface.MediaPipeFaceDetector)
     assert isinstance(runtime.get_detector("room", check=False).detector, type(mediapipe))
     settings.ENGAGEMENT_DETECTOR_BACKEND = "litert"
+    assert runtime.get_detector("room", check=False).detector.num_threads == 1
     settings.ENGAGEMENT_DETECTOR_THREADS = 2
     two = runtime.get_detector(check=False)
     assert isinstance(two, blazeface.LiteRTFaceDetector) and two.num_threads == 2
+    room = runtime.get_detector("room")  # tiles and face check wrap the 2-thread detector
+    assert room.detector.detector.num_threads == 2
     settings.ENGAGEMENT_DETECTOR_BACKEND = "onnx"
     with pytest.raises(ImproperlyConfigured, match="ENGAGEMENT_DETECTOR_BACKEND.*litert"):
         runtime.get_detector()
