@@ -28,7 +28,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 
-install: $(VENV)/.installed node_modules/.package-lock.json  ## create the virtual environment, install Python and npm packages
+# The on-device analysis bundle (classroom/frontend/ -> build/ondevice/, esbuild from npm).
+build/ondevice/ondevice.js: node_modules/.package-lock.json $(wildcard classroom/frontend/*.js)
+	npm run --silent build
+
+install: $(VENV)/.installed node_modules/.package-lock.json build/ondevice/ondevice.js  ## create the virtual environment, install Python and npm packages, build the front-end bundle
 
 migrate: install  ## apply database migrations
 	$(BIN)/python manage.py migrate --noinput
@@ -72,4 +76,4 @@ loadtest: install  ## production-mode load test on loopback, e.g. make loadtest 
 	deploy/load-test.sh $(ARGS)
 
 clean:  ## remove the virtual environment, node_modules and local state
-	rm -rf $(VENV) node_modules var staticfiles
+	rm -rf $(VENV) node_modules var staticfiles build

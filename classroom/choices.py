@@ -49,6 +49,17 @@ class AnalysisMode(models.TextChoices):
     ATTENTION = contracts.AnalysisMode.ATTENTION.value, "Attention only (no expressions)"
 
 
+class AnalysisSite(models.TextChoices):
+    """Where a session's faces are analysed (chosen by the teacher when creating it).
+
+    ``on-device``: the student's browser detects and classifies, and only numbers leave it
+    (:mod:`contracts.device`). Values: :class:`contracts.AnalysisSite`.
+    """
+
+    SERVER = contracts.AnalysisSite.SERVER.value, "On the school's server"
+    ON_DEVICE = contracts.AnalysisSite.ON_DEVICE.value, "On each student's device"
+
+
 class StreamSource(models.TextChoices):
     """Kind of video a student streams; selects the face-detection settings in the worker.
 
@@ -71,6 +82,8 @@ class FrameErrorCode(models.TextChoices):
     RATE_LIMITED = "rate_limited", "Frames sent too fast"
     BAD_HEADER = "bad_header", "Malformed frame header"
     TEXT_NOT_SUPPORTED = "text_not_supported", "Text messages are not supported"
+    PICTURES_NOT_ACCEPTED = "pictures_not_accepted", "This session analyses on the device"
+    BAD_ANALYSIS = "bad_analysis", "Malformed analysis message"
 
 
 class JoinErrorCode(models.TextChoices):

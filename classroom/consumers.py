@@ -18,7 +18,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from django.conf import settings
 
 from classroom import events, realtime, selectors, services
-from classroom.choices import FrameErrorCode, SessionStatus, StreamSource
+from classroom.choices import SessionStatus, StreamSource
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ def stream_source(query_string: bytes | str) -> str | None:
 
 
 class StudentStreamConsumer(AsyncWebsocketConsumer):
-    """``/ws/stream/?source=webcam|screen``: binary frames in, JSON acks and errors out.
+    """``/ws/stream/?source=webcam|screen``: binary frames (or, in an on-device session, JSON
+    numbers messages, :mod:`contracts.device`) in, JSON acks and errors out.
 
     Wire format: :mod:`contracts.frames` and ``classroom.events``. The participant comes from the Django session
     (``scope["session"]``, key ``services.PARTICIPANT_SESSION_KEY``), never from the client's
@@ -55,7 +56,10 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
     student streams (``choices.StreamSource``; absent = ``webcam``) and selects the worker's
     face-detection settings; any other value is refused: the socket is accepted and closed with
     code 4400 (``events.CLOSE_BAD_REQUEST``) and a reason naming the allowed values. Rejected
-    frames get an ``error`` reply and the socket stays open. The socket also joins
+    frames get an ``error`` reply and the socket stays open. A text message is an on-device
+    session's numbers (``services.accept_device_analysis``); in a session analysed on the server
+    it gets ``text_not_supported``, and a picture in an on-device session without server
+    fallback gets ``pictures_not_accepted``. The socket also joins
     ``realtime.participant_group(id)`` to receive ``frame.result`` (forwarded as ``result``),
     ``session.ended`` (forwarded, then closed with code 4000), ``participant.left`` (the student
     left: forwarded, then closed with 4001) and ``stream.replaced``: one socket per participant,
@@ -119,13 +123,7 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
         if self.participant_id is None:
             return  # refused socket, closing
         if bytes_data is None:
-            await self._send_json(
-                events.error_message(
-                    None,
-                    FrameErrorCode.TEXT_NOT_SUPPORTED,
-                    "Send frames as binary messages: 12-byte header + image.",
-                )
-            )
+            await self._receive_analysis(text_data or "")
             return
         try:
             accepted = await database_sync_to_async(services.accept_frame)(
@@ -133,6 +131,18 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
                 bytes_data,
                 source=self.source,
                 client_address=self.client_address,
+            )
+        except services.FrameRejected as exc:
+            await self._send_json(events.error_message(exc.seq, exc.code, exc.message))
+            return
+        await self._send_json(events.ack_message(accepted.seq))
+
+    async def _receive_analysis(self, text: str) -> None:
+        """A text message: an on-device session's numbers (``contracts.device``); refused with
+        ``text_not_supported`` in a session analysed on the server."""
+        try:
+            accepted = await database_sync_to_async(services.accept_device_analysis)(
+                self.participant_id, text, client_address=self.client_address
             )
         except services.FrameRejected as exc:
             await self._send_json(events.error_message(exc.seq, exc.code, exc.message))

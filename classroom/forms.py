@@ -13,6 +13,7 @@ from classroom.choices import (
     MIN_FRAME_INTERVAL_S,
     TITLE_MAX_LENGTH,
     AnalysisMode,
+    AnalysisSite,
 )
 
 CONSENT_TEXT = (
@@ -24,8 +25,9 @@ information); the join page's "What happens when you stream" details are the sec
 
 
 class SessionCreateForm(forms.Form):
-    """A teacher's new class session: a title, how often students send a frame, and whether
-    expressions are analysed or attention only (``choices.AnalysisMode``)."""
+    """A teacher's new class session: a title, how often students send a frame, whether
+    expressions are analysed or attention only (``choices.AnalysisMode``), and where
+    (``choices.AnalysisSite``, with the on-device sessions' server fallback)."""
 
     title = forms.CharField(
         max_length=TITLE_MAX_LENGTH,
@@ -56,6 +58,25 @@ class SessionCreateForm(forms.Form):
         ),
     )
 
+    analysis_site = forms.ChoiceField(
+        label="Where faces are analysed",
+        choices=AnalysisSite.choices,
+        initial=AnalysisSite.SERVER,
+        required=False,  # absent: on the server, as before the choice existed
+        help_text=(
+            "On each student's device: the student's browser finds and reads the faces itself "
+            "and sends only numbers, so no picture ever leaves it (the strongest privacy, and no "
+            "load on the school's server); it needs a recent browser and downloads about 8 MB "
+            "once. The numbers cannot be checked by the server, and the report says so."
+        ),
+    )
+    server_fallback = forms.BooleanField(
+        label="Let a browser that cannot analyse on the device send pictures to the server",
+        required=False,
+        initial=False,
+        help_text="On-device sessions only. Off: such a student cannot take part.",
+    )
+
     def __init__(self, *args, emotion_inference: bool = True, **kwargs):
         """``emotion_inference=False`` (the site-wide off-switch) offers attention only."""
         super().__init__(*args, **kwargs)
@@ -67,6 +88,10 @@ class SessionCreateForm(forms.Form):
                 "Expression recognition is switched off on this site: every session analyses "
                 "attention only (faces counted, head pose estimated, no expression)."
             )
+
+    def clean_analysis_site(self) -> str:
+        """The chosen site; ``"server"`` when the field is left out."""
+        return self.cleaned_data.get("analysis_site") or AnalysisSite.SERVER
 
     def clean_title(self) -> str:
         """Strip surrounding spaces; refuse a title that is only spaces.

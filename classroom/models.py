@@ -27,6 +27,7 @@ from classroom.choices import (
     QUALITY_ISSUES,
     TITLE_MAX_LENGTH,
     AnalysisMode,
+    AnalysisSite,
     AuditAction,
     SessionStatus,
     UserRole,
@@ -94,6 +95,18 @@ class ClassSession(models.Model):
         default=AnalysisMode.EXPRESSION,
         help_text="Attention only: no expression is computed, stored or shown.",
     )
+    analysis_site = models.CharField(
+        max_length=16,
+        choices=AnalysisSite.choices,
+        default=AnalysisSite.SERVER,
+        help_text="Where faces are analysed: on the server (the browser sends pictures) or on "
+        "each student's device (the browser sends only numbers).",
+    )
+    server_fallback = models.BooleanField(
+        default=False,
+        help_text="On-device sessions only: a browser that cannot analyse on the device may "
+        "send pictures to the server instead.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
@@ -125,6 +138,10 @@ class ClassSession(models.Model):
                 condition=Q(analysis__in=AnalysisMode.values),
                 name="classroom_session_analysis_valid",
             ),
+            models.CheckConstraint(
+                condition=Q(analysis_site__in=AnalysisSite.values),
+                name="classroom_session_analysis_site_valid",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -154,13 +171,20 @@ class Participant(models.Model):
         "participant's per-frame and per-face rows were deleted and no frame is accepted.",
     )
     frames_received = models.PositiveIntegerField(
-        default=0, help_text="Binary frame messages received (accepted and rejected)."
+        default=0,
+        help_text="Frame messages received, accepted and rejected: pictures, or numbers in an "
+        "on-device session.",
     )
     frames_rejected = models.PositiveIntegerField(
         default=0, help_text="Frame messages rejected at intake (a subset of frames_received)."
     )
     frames_analysed = models.PositiveIntegerField(
         default=0, help_text="Accepted frames whose analysis was recorded."
+    )
+    device_analyses = models.PositiveIntegerField(
+        default=0,
+        help_text="Accepted numbers messages (on-device analysis): frames this participant's "
+        "browser analysed itself; the server cannot verify their figures.",
     )
     frames_dropped = models.PositiveIntegerField(
         default=0,

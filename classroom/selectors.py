@@ -93,6 +93,19 @@ def participant_for_stream(participant_id) -> Participant | None:
     return Participant.objects.select_related("session").filter(pk=participant_id).first()
 
 
+def on_device_counts(session: ClassSession) -> tuple[int, int]:
+    """How much of a session was analysed in the students' browsers (``contracts.device``).
+
+    Returns:
+        ``(participants, analyses)``: the participants who sent at least one accepted numbers
+        message, and the number of such messages (``Participant.device_analyses`` summed).
+    """
+    totals = session.participants.filter(device_analyses__gt=0).aggregate(
+        participants=Count("pk"), analyses=Sum("device_analyses")
+    )
+    return int(totals["participants"] or 0), int(totals["analyses"] or 0)
+
+
 def min_group_size() -> int:
     """``ENGAGEMENT_MIN_GROUP_SIZE`` (default 5, at least 1): expression and attention figures
     are shown only for groups of at least this many faces."""

@@ -8,10 +8,14 @@ can depend on it without pulling in Django, Celery, TensorFlow or MediaPipe.
 * :mod:`contracts.names`: task, queue and message-header names, stream sources, analysis
   modes, drop reasons and face-quality issues.
 * :mod:`contracts.frames`: the binary frame message of ``/ws/stream/`` (header layout).
+* :mod:`contracts.pipeline`: the face pipeline's shared numbers (crop, gate, head pose), which
+  the worker and an on-device browser both use.
+* :mod:`contracts.device`: the numbers message of an on-device session's browser.
 * :mod:`contracts.results`: :class:`FrameResultPayload`, the typed result of one analysed
   frame that the worker hands to ``classroom.services.record_frame_result``.
 """
 
+from contracts.device import DeviceAnalysis, parse_device_analysis
 from contracts.frames import (
     FRAME_HEADER,
     FRAME_HEADER_SIZE,
@@ -34,6 +38,7 @@ from contracts.names import (
     QUEUES,
     SEQ_HEADER,
     AnalysisMode,
+    AnalysisSite,
     StreamSource,
 )
 from contracts.results import ContractError, FacePayload, FrameResultPayload
@@ -54,12 +59,15 @@ __all__ = [
     "QUEUES",
     "SEQ_HEADER",
     "AnalysisMode",
+    "AnalysisSite",
     "ContractError",
+    "DeviceAnalysis",
     "FacePayload",
     "FrameHeader",
     "FrameResultPayload",
     "StreamSource",
     "encode_frame",
+    "parse_device_analysis",
     "parse_frame_header",
     "peek_seq",
 ]

@@ -53,6 +53,16 @@ class AnalysisMode(StrEnum):
     never called and no expression is stored or shown."""
 
 
+class AnalysisSite(StrEnum):
+    """Where a session's faces are analysed (chosen by the teacher when creating it)."""
+
+    SERVER = "server"
+    """The browser sends pictures; the inference workers detect and classify."""
+    ON_DEVICE = "on-device"
+    """The student's browser detects and classifies; only numbers leave it
+    (:mod:`contracts.device`)."""
+
+
 FRAME_DROP_REASONS: tuple[str, ...] = ("expired", "stale", "undecodable")
 """Why an accepted frame was never analysed: it expired in the broker queue (Celery discarded
 it), a worker found it older than ``ENGAGEMENT_FRAME_TTL_S`` when it reached it, or the

@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from contracts import pipeline
 from inference_worker.pipeline import Detection
 
 MODELS_DIR: Path = Path(__file__).resolve().parent / "models"
@@ -69,7 +70,7 @@ camera (192x192 input, group photos, room cameras); ``short``: faces within ~2 m
 webcams, selfies)."""
 
 DEFAULT_DETECTOR: str = "full"
-MIN_DETECTION_CONFIDENCE: float = 0.5
+MIN_DETECTION_CONFIDENCE: float = pipeline.MIN_DETECTION_SCORE
 """Detector score threshold (MediaPipe's default). The sixth face of the group photo scores 0.52."""
 MIN_SUPPRESSION_THRESHOLD: float = 0.3
 """IoU above which overlapping detections are merged (MediaPipe's default)."""

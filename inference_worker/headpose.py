@@ -62,6 +62,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contracts import pipeline
+
 __all__ = [
     "ATTENTIVE_MAX_PITCH_DEG",
     "ATTENTIVE_MAX_YAW_DEG",
@@ -74,11 +76,11 @@ __all__ = [
     "is_attentive",
 ]
 
-YAW_GAIN: float = 2.0
+YAW_GAIN: float = pipeline.YAW_GAIN
 """``2R / D`` of the cylinder model: ear-to-ear (or eye-to-eye) distance over the nose tip's depth
 in front of them. 2 = nose tip one head radius in front of the ear axis."""
 
-FRONTAL_NOSE_RATIO: float = 0.50
+FRONTAL_NOSE_RATIO: float = pipeline.FRONTAL_NOSE_RATIO
 """``r0``: the nose tip's vertical position between the eye line (0) and the mouth centre (1) on
 a face looking straight at the camera. Calibrated on the 10 frontal faces of
 ``shared/media/webcam_posed_expressions_4.jpg`` and ``group_photo_6_people.jpg`` with BlazeFace
@@ -86,21 +88,21 @@ full range: r = 0.49, 0.53, 0.55, 0.48 and 0.54, 0.50, 0.42, 0.37, 0.46, 0.55 (m
 the lowest are a selfie taken from below and a head tipped back). MediaPipe's canonical face
 model gives 0.54."""
 
-NOSE_DEPTH: float = 0.54
+NOSE_DEPTH: float = pipeline.NOSE_DEPTH
 """Nose tip depth in front of the eye centres, in units of the eye-to-mouth height (MediaPipe
 canonical face model, see the module docstring)."""
 
-MOUTH_DEPTH: float = 0.22
+MOUTH_DEPTH: float = pipeline.MOUTH_DEPTH
 """Mouth centre depth in front of the eye centres, in units of the eye-to-mouth height (same
 source)."""
 
-ATTENTIVE_MAX_YAW_DEG: float = 30.0
+ATTENTIVE_MAX_YAW_DEG: float = pipeline.ATTENTIVE_MAX_YAW_DEG
 """Largest ``|yaw|`` still counted as facing the screen, degrees. A laptop screen seen from ~50 cm
 spans about ±17 degrees horizontally; reading its edge turns the head less than the eyes (gaze
 shifts within ~±15-20 degrees are mostly eye movements), so 30 leaves room for estimation error
 while a head turned to a neighbour or a window (45-90) is not attentive."""
 
-ATTENTIVE_MAX_PITCH_DEG: float = 25.0
+ATTENTIVE_MAX_PITCH_DEG: float = pipeline.ATTENTIVE_MAX_PITCH_DEG
 """Largest ``|pitch|`` still counted as facing the screen, degrees. A webcam above the screen sees a
 student reading it with the head ~5-15 degrees down; a head bent over a desk or phone is 30+
 degrees down."""

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from contracts import FacePayload
+from contracts import pipeline as shared_pipeline
 from inference_worker.headpose import estimate_head_pose
 from inference_worker.quality import QualityGate, sharpness, snr_of_inputs
 from ml.labels import EXPRESSIONS
@@ -57,7 +58,7 @@ __all__ = [
     "face_crop",
 ]
 
-DEFAULT_CROP_MARGIN: float = 0.2
+DEFAULT_CROP_MARGIN: float = shared_pipeline.CROP_MARGIN
 """Default crop margin: the square crop's side is ``(1 + margin)`` times the box's longer side.
 
 Why 0.2: FER2013's 48x48 images frame the face a little more loosely than a BlazeFace box. Run on
@@ -70,7 +71,7 @@ the best margin at 15° and 30° rolls once the eyes are levelled.
 """
 
 
-DEFAULT_LEVEL_ABOVE_DEG: float | None = 5.0
+DEFAULT_LEVEL_ABOVE_DEG: float | None = shared_pipeline.LEVEL_ABOVE_DEG
 """Faces whose eye line is tilted by at least this many degrees are cropped with the eyes
 levelled (:func:`face_crop`).
 

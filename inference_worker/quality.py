@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from contracts import QUALITY_ISSUES
+from contracts import QUALITY_ISSUES, pipeline
 from ml.preprocessing import INPUT_SIZE, preprocess_faces, to_gray
 
 __all__ = [
@@ -49,7 +49,7 @@ __all__ = [
     "snr_of_inputs",
 ]
 
-MIN_FACE_PX: float = 12.0
+MIN_FACE_PX: float = pipeline.MIN_FACE_PX
 """Smallest longer side of the detector's box, pixels, for a face to be read.
 
 Measured (PublicTest under ``low_resolution``): the shipped model's accuracy is 70% at a 40-px
@@ -59,7 +59,7 @@ face is read badly but well above chance, and a classroom camera's faces are oft
 (``shared/media/classroom.gif``: 13-22 px); the board says how many faces were read.
 """
 
-MAX_YAW_DEG: float = 45.0
+MAX_YAW_DEG: float = pipeline.MAX_YAW_DEG
 """Largest ``|yaw|``, degrees, of a face whose expression is read.
 
 Measured on clean PublicTest faces (BlazeFace keypoints of the face scaled to 192 px): 71% at
@@ -67,18 +67,18 @@ Measured on clean PublicTest faces (BlazeFace keypoints of the face scaled to 19
 beyond 40 degrees), so the limit sits where the data end and one eye starts to hide.
 """
 
-MAX_PITCH_DEG: float = 40.0
+MAX_PITCH_DEG: float = pipeline.MAX_PITCH_DEG
 """Largest ``|pitch|``, degrees, of a face whose expression is read (accuracy is flat, 70%, up to
 30 degrees on clean PublicTest; 11 faces lie beyond)."""
 
-MIN_SNR: float = 3.0
+MIN_SNR: float = pipeline.MIN_SNR
 """Smallest contrast-to-noise ratio (:func:`snr`) of a face whose expression is read.
 
 Measured on PublicTest, clean and corrupted: accuracy is 19-32% below 3 (nearly all of it
 ``low_light`` severities 2 and 3) and 51-64% above; 2 of 3,589 clean faces fall below.
 """
 
-MIN_SHARPNESS: float = 100.0
+MIN_SHARPNESS: float = pipeline.MIN_SHARPNESS
 """Smallest sharpness (:func:`sharpness`) of a face whose expression is read.
 
 Measured on PublicTest, clean and corrupted (``low_light`` left out, its noise inflates the

@@ -16,6 +16,7 @@ from classroom.choices import (
     MIN_FRAME_INTERVAL_S,
     TITLE_MAX_LENGTH,
     AnalysisMode,
+    AnalysisSite,
     AuditAction,
     SessionStatus,
 )
@@ -38,6 +39,8 @@ def create_session(
     title: str,
     frame_interval_s: float = 1.0,
     analysis: str = AnalysisMode.EXPRESSION,
+    analysis_site: str = AnalysisSite.SERVER,
+    server_fallback: bool = False,
 ) -> ClassSession:
     """Create a draft session with a fresh join code.
 
@@ -49,14 +52,19 @@ def create_session(
             the default) or ``"attention"`` (attention only: no expression is computed, stored
             or shown). With the site-wide off-switch (``ENGAGEMENT_EMOTION_INFERENCE=false``)
             every session is created attention-only, whatever is asked.
+        analysis_site: ``choices.AnalysisSite`` value: ``"server"`` (the browsers send
+            pictures, the default) or ``"on-device"`` (the browsers analyse and send only
+            numbers, :mod:`contracts.device`).
+        server_fallback: on-device sessions only: a browser that cannot analyse on the device
+            may send pictures instead. Stored false for a server session.
 
     Returns:
         The saved ``ClassSession`` (status ``draft``).
 
     Raises:
         PermissionDenied: ``teacher`` is anonymous or inactive.
-        ValidationError: bad title, interval (code ``bad_interval``) or analysis mode (code
-            ``bad_analysis``).
+        ValidationError: bad title, interval (code ``bad_interval``), analysis mode (code
+            ``bad_analysis``) or analysis site (code ``bad_analysis_site``).
     """
     if not getattr(teacher, "is_authenticated", False) or not teacher.is_active:
         raise PermissionDenied("Sign in to create a session.")
@@ -78,6 +86,11 @@ def create_session(
         raise ValidationError(
             f"Analysis must be one of {', '.join(AnalysisMode.values)}.", code="bad_analysis"
         )
+    if analysis_site not in AnalysisSite.values:
+        raise ValidationError(
+            f"Analysis site must be one of {', '.join(AnalysisSite.values)}.",
+            code="bad_analysis_site",
+        )
     if not selectors.emotion_inference_enabled():
         analysis = AnalysisMode.ATTENTION
     for _ in range(10):
@@ -90,6 +103,9 @@ def create_session(
                     frame_interval_s=interval,
                     join_code=code,
                     analysis=str(analysis),
+                    analysis_site=str(analysis_site),
+                    server_fallback=bool(server_fallback)
+                    and analysis_site == AnalysisSite.ON_DEVICE,
                 )
         except IntegrityError:
             if ClassSession.objects.filter(join_code=code).exists():

@@ -12,12 +12,14 @@ from django.http import (
     JsonResponse,
 )
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_ratelimit.core import get_usage, is_ratelimited
 
-from classroom import services
+from classroom import selectors, services
+from classroom.choices import AnalysisSite
 from classroom.forms import JoinForm
 from classroom.views.common import (
     JPEG_QUALITY,
@@ -26,6 +28,7 @@ from classroom.views.common import (
     STUDENT_WS_PATH,
     _current_participant,
 )
+from contracts.pipeline import pipeline_definition
 
 THROTTLED_MESSAGE = "Too many join attempts from this network. Wait a minute, then try again."
 
@@ -112,6 +115,29 @@ def join(request: HttpRequest) -> HttpResponse:
     )
 
 
+ON_DEVICE_ASSETS: dict[str, str] = {
+    "bundle": "ondevice/ondevice.js",
+    "mediapipe_wasm": "vendor/mediapipe-wasm",
+    "litert_wasm": "vendor/litert-wasm/",
+    "detector_model": "models/detector/face_detection_full_range_sparse.tflite",
+    "classifier_model": "models/classifier/expression_cnn.batch1.tflite",
+}
+"""Static paths of what an on-device student page loads (``STATICFILES_DIRS``): our bundle of
+``classroom/frontend/``, the two WASM runtimes from npm, the worker's BlazeFace full-range model
+(what live webcam frames use) and the shipped classifier's batch-1 copy (``ml.browser_model``)."""
+
+
+def _on_device_config(session) -> dict[str, Any] | None:
+    if session.analysis_site != AnalysisSite.ON_DEVICE:
+        return None
+    return {
+        **{key: static(path) for key, path in ON_DEVICE_ASSETS.items()},
+        "pipeline": pipeline_definition(),
+        "classify": selectors.expressions_on(session),
+        "server_fallback": session.server_fallback,
+    }
+
+
 def _student_config(participant) -> dict[str, Any]:
     session = participant.session
     return {
@@ -122,7 +148,9 @@ def _student_config(participant) -> dict[str, Any]:
             "join_code": session.join_code,
             "frame_interval_s": session.frame_interval_s,
             "analysis": session.analysis,
+            "analysis_site": session.analysis_site,
         },
+        "ondevice": _on_device_config(session),
         "ws_path": STUDENT_WS_PATH,
         "config_path": reverse("classroom:student_config"),
         "status_poll_s": max(1.0, float(settings.ENGAGEMENT_STUDENT_STATUS_POLL_S)),
@@ -139,7 +167,7 @@ def student(request: HttpRequest) -> HttpResponse:
     if participant is None:
         messages.info(request, "Join a session first.")
         return redirect("classroom:join")
-    return render(
+    response = render(
         request,
         "classroom/student.html",
         {
@@ -148,6 +176,11 @@ def student(request: HttpRequest) -> HttpResponse:
             "config": _student_config(participant),
         },
     )
+    if participant.session.analysis_site == AnalysisSite.ON_DEVICE:
+        # The WASM runtimes compile WebAssembly: CSP's 'wasm-unsafe-eval' allows exactly that
+        # (not eval); still no script from anywhere but this origin (django-csp's csp_update).
+        response._csp_update = {"script-src": ["'wasm-unsafe-eval'"]}
+    return response
 
 
 @never_cache
@@ -157,7 +190,10 @@ def student_config(request: HttpRequest) -> JsonResponse:
 
     Returns:
         200 ``{"participant": {"id", "display_name"}, "session": {"title", "status", "join_code",
-        "frame_interval_s", "analysis"}, "ws_path", "config_path" (this endpoint),
+        "frame_interval_s", "analysis", "analysis_site"}, "ondevice" (``None`` in a session
+        analysed on the server; else the static URLs of the bundle, WASM folders and models,
+        "pipeline": ``contracts.pipeline.pipeline_definition()``, "classify" and
+        "server_fallback"), "ws_path", "config_path" (this endpoint),
         "status_poll_s" (seconds between status checks of a page that is not streaming, >= 1),
         "max_width_px": {"webcam", "screen"}, "jpeg_quality"}``,
         or 403 ``{"error": "not_joined"}`` when this browser has not joined a session.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import (
@@ -60,7 +61,8 @@ def session_list_json(request: HttpRequest) -> JsonResponse:
 @require_http_methods(["GET", "POST"])
 @teacher_required
 def session_create(request: HttpRequest) -> HttpResponse:
-    """Create a draft session (title, frame interval, analysis mode) and go to its board."""
+    """Create a draft session (title, frame interval, analysis mode and site) and go to its
+    board."""
     form = SessionCreateForm(
         request.POST or None, emotion_inference=selectors.emotion_inference_enabled()
     )
@@ -71,6 +73,8 @@ def session_create(request: HttpRequest) -> HttpResponse:
                 title=form.cleaned_data["title"],
                 frame_interval_s=form.cleaned_data["frame_interval_s"],
                 analysis=form.cleaned_data["analysis"],
+                analysis_site=form.cleaned_data["analysis_site"],
+                server_fallback=form.cleaned_data["server_fallback"],
             )
         except ValidationError as exc:
             form.add_error(None, exc)
@@ -164,8 +168,19 @@ def session_report(request: HttpRequest, pk) -> HttpResponse:
             session.participants.filter(withdrawn_at__isnull=False).values_list("pk", flat=True)
         ),
         **_chart_context(session),
+        **_on_device_context(session),
     }
     return render(request, "classroom/session_report.html", context)
+
+
+def _on_device_context(session) -> dict:
+    """The report's on-device flag: how many participants sent numbers instead of pictures."""
+    participants, analyses = selectors.on_device_counts(session)
+    return {
+        "on_device_participants": participants,
+        "on_device_analyses": analyses,
+        "device_max_faces": int(settings.ENGAGEMENT_DEVICE_MAX_FACES),
+    }
 
 
 @require_POST

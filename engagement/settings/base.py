@@ -146,7 +146,16 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 # Front-end libraries come from npm (package.json), never copied into the repository.
-STATICFILES_DIRS = [("vendor/chart.js", BASE_DIR / "node_modules" / "chart.js" / "dist")]
+STATICFILES_DIRS = [
+    ("vendor/chart.js", BASE_DIR / "node_modules" / "chart.js" / "dist"),
+    # On-device analysis (the student page of an on-device session): the WASM runtimes from npm,
+    # our bundle of classroom/frontend/ (`npm run build`, run by `make install`), and the models.
+    ("vendor/mediapipe-wasm", BASE_DIR / "node_modules" / "@mediapipe" / "tasks-vision" / "wasm"),
+    ("vendor/litert-wasm", BASE_DIR / "node_modules" / "@litertjs" / "core" / "wasm"),
+    ("ondevice", BASE_DIR / "build" / "ondevice"),
+    ("models/detector", BASE_DIR / "inference_worker" / "models"),
+    ("models/classifier", BASE_DIR / "ml" / "shipped"),
+]
 # Without `collectstatic` (demo, tests, `make web`) WhiteNoise serves from the finders;
 # production images run `collectstatic` at build time and turn this off.
 WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
@@ -235,6 +244,10 @@ ENGAGEMENT_MAX_FRAME_SIDE = env.int("ENGAGEMENT_MAX_FRAME_SIDE", default=1280)
 ENGAGEMENT_INTAKE_BYTES_PER_S_PER_ADDRESS = env.int(
     "ENGAGEMENT_INTAKE_BYTES_PER_S_PER_ADDRESS", default=16_000_000
 )
+# On-device sessions: the numbers message of one frame (contracts.device). 50 faces cover a
+# video-call gallery; a face is about 250 bytes of JSON, so 32 KiB leaves room.
+ENGAGEMENT_DEVICE_MAX_FACES = env.int("ENGAGEMENT_DEVICE_MAX_FACES", default=50)
+ENGAGEMENT_DEVICE_MAX_MESSAGE_BYTES = env.int("ENGAGEMENT_DEVICE_MAX_MESSAGE_BYTES", default=32_768)
 # Seconds after which an unanalysed live frame is worthless and expires in the broker.
 ENGAGEMENT_FRAME_TTL_S = env.float("ENGAGEMENT_FRAME_TTL_S", default=10.0)
 # Expression classifier: path of a .keras/.tflite file; empty = the shipped model.

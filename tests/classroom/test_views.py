@@ -357,7 +357,9 @@ def test_student_page_and_config(client, live):
         "join_code": live.join_code,
         "frame_interval_s": 2.0,
         "analysis": "expression",
+        "analysis_site": "server",
     }
+    assert config["ondevice"] is None  # pictures go to the server
     assert config["ws_path"] == "/ws/stream/"
     assert config["max_width_px"] == {"webcam": 640, "screen": 1280}
     assert config["participant"]["display_name"] == "Alan"

@@ -11,6 +11,13 @@
  *
  * The server answers {"type": "ack"|"error"|"result"|"session.ended", ...} as JSON text.
  *
+ * In an on-device session (config.session.analysis_site === 'on-device') no picture is sent: the
+ * page loads our bundle (classroom/frontend/ondevice.js: BlazeFace and the expression classifier
+ * in WebAssembly, every file from this server), analyses each frame itself and sends one JSON
+ * text message of numbers instead (contracts/device.py). If the bundle cannot load (no
+ * WebAssembly, a failed download), the page says why and, where the session allows it
+ * (config.ondevice.server_fallback), offers to send pictures to the server instead.
+ *
  * The first frame is sent as soon as the camera delivers a picture and the socket is open (not a
  * full interval later). What happened to the stream (stopped, session ended, left) is shown in a
  * notification banner; only errors go to "Last error". The preview shows only while streaming;
@@ -53,7 +60,9 @@
     faces: document.getElementById('faces-last'),
     error: document.getElementById('last-error'),
     video: document.getElementById('preview'),
-    canvas: document.getElementById('frame-canvas')
+    canvas: document.getElementById('frame-canvas'),
+    ondevice: document.getElementById('ondevice-state'),
+    fallback: document.getElementById('use-server')
   };
 
   var state = {
@@ -68,8 +77,14 @@
     ended: false,      // the teacher ended the session
     sent: 0,
     acked: 0,
-    rejected: 0
+    rejected: 0,
+    analyser: null,    // the on-device analyser, once loaded
+    serverFallback: false // the student chose to send pictures (on-device session with fallback)
   };
+
+  var onDevice = !!config.ondevice;
+  /** Whether this stream is analysed in the page (numbers only) rather than on the server. */
+  function analysingHere() { return onDevice && !state.serverFallback; }
 
   // seq must keep growing for this participant across page reloads: results are idempotent on
   // (participant, seq), so a restarted counter would make the server drop new frames as repeats.
@@ -94,7 +109,9 @@
     var on = streaming && open && !state.ended;
     el.analysis.className = 'pill ' + (on ? 'pill-on' : 'pill-off');
     setText(el.analysis, on
-      ? 'Analysis on: sending your ' + state.source + ' every ' + config.session.frame_interval_s + ' s'
+      ? (analysingHere()
+        ? 'Analysis on, in this browser: sending numbers about your ' + state.source + ' every ' + config.session.frame_interval_s + ' s'
+        : 'Analysis on: sending your ' + state.source + ' every ' + config.session.frame_interval_s + ' s')
       : (streaming && !state.ended ? 'Analysis paused (reconnecting)' : 'Analysis off'));
     setText(el.sent, state.sent);
     setText(el.acked, state.acked);
@@ -134,8 +151,60 @@
 
   // --- capture -------------------------------------------------------------------------------
 
+  // --- on-device analysis ---------------------------------------------------------------------
+
+  var analyserPromise = null;
+
+  /** Load the bundle (a module script from this server) and the models, once. */
+  function loadAnalyser() {
+    if (analyserPromise) { return analyserPromise; }
+    setText(el.ondevice, 'loading the models…');
+    analyserPromise = new Promise(function (resolve, reject) {
+      if (typeof WebAssembly !== 'object') { reject(new Error('this browser has no WebAssembly')); return; }
+      if (window.ClassMoodOnDevice) { resolve(window.ClassMoodOnDevice); return; }
+      var script = document.createElement('script');
+      script.type = 'module';
+      script.src = config.ondevice.bundle;
+      script.onload = function () {
+        if (window.ClassMoodOnDevice) { resolve(window.ClassMoodOnDevice); } else { reject(new Error('the analysis code did not start')); }
+      };
+      script.onerror = function () { reject(new Error('the analysis code could not be downloaded')); };
+      document.head.appendChild(script);
+    }).then(function (lib) {
+      return lib.createAnalyser(config.ondevice);
+    }).then(function (analyser) {
+      state.analyser = analyser;
+      setText(el.ondevice, 'ready (loaded in ' + (analyser.loadMs / 1000).toFixed(1) + ' s)');
+      return analyser;
+    }, function (err) {
+      analyserPromise = null;  // a later Share may try again
+      setText(el.ondevice, 'not available');
+      throw err;
+    });
+    return analyserPromise;
+  }
+
+  function onDeviceUnavailable(source, err) {
+    var reason = err && err.message ? err.message : String(err);
+    if (config.ondevice.server_fallback) {
+      el.fallback.hidden = false;
+      el.fallback.dataset.source = source;
+      showNotice('This browser cannot analyse on this device (' + reason + '). You can send pictures to the school\'s server instead: press "Send pictures to the server instead". Nothing is sent until you do.');
+    } else {
+      showError('This browser cannot analyse on this device (' + reason + '), and this session accepts no pictures: you cannot take part from this browser. A recent Chrome, Edge, Firefox or Safari can.');
+    }
+  }
+
   function start(source) {
     stop();
+    if (analysingHere() && !state.analyser) {
+      el.webcam.disabled = el.screen.disabled = true;
+      loadAnalyser().then(function () { start(source); }, function (err) {
+        onDeviceUnavailable(source, err);
+        render();
+      });
+      return;
+    }
     var request = source === 'screen'
       ? media.getDisplayMedia({ video: true, audio: false })
       : media.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
@@ -204,9 +273,26 @@
     var canvas = el.canvas;
     canvas.width = Math.round(video.videoWidth * scale);
     canvas.height = Math.round(video.videoHeight * scale);
-    canvas.getContext('2d').drawImage(video, 0, 0, canvas.width, canvas.height);
+    canvas.getContext('2d', { willReadFrequently: analysingHere() }).drawImage(video, 0, 0, canvas.width, canvas.height);
     var capturedAt = Date.now();
     state.encoding = true;
+    if (analysingHere()) {
+      state.analyser.analyse(canvas).then(function (result) {
+        state.encoding = false;
+        if (state.socket !== socket || socket.readyState !== WebSocket.OPEN) { return; }
+        result.type = 'analysis';
+        result.seq = nextSeq();
+        result.captured_at = capturedAt;
+        socket.send(JSON.stringify(result));
+        state.sent += 1;
+        setText(el.ondevice, 'running: ' + result.faces.length + ' face(s), ' + Math.round(result.timings_ms.total) + ' ms per frame');
+        render();
+      }, function (err) {
+        state.encoding = false;
+        showError('On-device analysis failed on a frame: ' + (err && err.message ? err.message : err));
+      });
+      return;
+    }
     canvas.toBlob(function (blob) {
       if (!blob) { state.encoding = false; return; }
       blob.arrayBuffer().then(function (jpeg) {
@@ -334,6 +420,14 @@
   el.webcam.addEventListener('click', function () { start('webcam'); });
   el.screen.addEventListener('click', function () { start('screen'); });
   el.stop.addEventListener('click', function () { stop('Stopped. Nothing is being sent.'); });
+  if (el.fallback) {
+    el.fallback.addEventListener('click', function () {
+      state.serverFallback = true;
+      el.fallback.hidden = true;
+      showNotice('');
+      start(el.fallback.dataset.source || 'webcam');
+    });
+  }
   window.addEventListener('pagehide', function () { stop(); });
   if (config.session.status === 'ended') {
     state.ended = true;
