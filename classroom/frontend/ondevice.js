@@ -93,12 +93,29 @@ export async function createAnalyser(options) {
     };
   }
 
+  /**
+   * Classify ready 48x48 gray inputs (for parity checks against the worker).
+   * @param {Uint8Array} pixels N * 48 * 48 bytes, row-major faces one after another.
+   * @returns {Promise<Float64Array>} N * 7 probabilities, FER2013 order.
+   * @throws {Error} the analyser was created without the classifier.
+   */
+  async function classifyInputs(pixels) {
+    if (!classifier) { throw new Error('created without the classifier'); }
+    var n = pixels.length / (size * size);
+    var out = new Float64Array(n * 7);
+    for (var i = 0; i < n; i += 1) {
+      var p = await classify({ data: pixels.subarray(i * size * size, (i + 1) * size * size) });
+      out.set(p, i * 7);
+    }
+    return out;
+  }
+
   function close() {
     detector.close();
     if (classifier && classifier.delete) { classifier.delete(); }
   }
 
-  return { analyse: analyse, close: close, loadMs: loadMs };
+  return { analyse: analyse, classifyInputs: classifyInputs, close: close, loadMs: loadMs };
 }
 
 window.ClassMoodOnDevice = { createAnalyser: createAnalyser, pipeline: pipeline };
