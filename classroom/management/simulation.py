@@ -297,7 +297,7 @@ class SimulatedStudent:
 
     async def stream(
         self,
-        frames: list[bytes],
+        frames: list[bytes] | list[dict[str, Any]],
         *,
         offset: int,
         seconds: float,
@@ -307,7 +307,9 @@ class SimulatedStudent:
         """Send ``frames`` (looped, starting at ``offset``) for ``seconds``, counting replies.
 
         Args:
-            frames: JPEG frames.
+            frames: JPEG frames, sent as binary frame messages; or, for an on-device session,
+                numbers messages (``contracts.device``) without ``seq`` and ``captured_at``,
+                sent as JSON text with those two filled in.
             offset: Index of the first frame (so students do not all show the same frame).
             seconds: How long to stream (from the first frame).
             drain_s: After the last frame, how long to wait for outstanding acks.
@@ -340,7 +342,10 @@ class SimulatedStudent:
                     captured_ms = time.time() * 1000.0
                     self.captured_ms[seq] = captured_ms
                     self.stats.sent += 1
-                    await ws.send(encode_frame(seq, captured_ms, frame))
+                    if isinstance(frame, dict):
+                        await ws.send(json.dumps({**frame, "seq": seq, "captured_at": captured_ms}))
+                    else:
+                        await ws.send(encode_frame(seq, captured_ms, frame))
                     # A steady schedule, never a catch-up burst (the server rate-limits).
                     next_send = max(next_send + interval, loop.time())
                     wait = min(next_send, deadline) - loop.time()
@@ -412,9 +417,18 @@ def add_client_arguments(parser) -> None:
     parser.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds")
 
 
-async def join_all(students: list[SimulatedStudent]) -> dict[str, Any]:
-    """Join every student: the first alone (it checks the code and the URL), then the others
-    together.
+JOIN_CONCURRENCY = 20
+"""Most joins in flight at once. A class joins over a minute or two, not in one instant, and each
+join is a synchronous Django view: Daphne runs every request in a thread of its own, each with
+its own PostgreSQL connection, so 500 simultaneous joins would ask for 500 connections
+(PostgreSQL's default limit is 100)."""
+
+
+async def join_all(
+    students: list[SimulatedStudent], concurrency: int = JOIN_CONCURRENCY
+) -> dict[str, Any]:
+    """Join every student: the first alone (it checks the code and the URL), then the others,
+    at most ``concurrency`` at a time.
 
     Returns:
         The first student's config (``/student/config.json``).
@@ -423,7 +437,13 @@ async def join_all(students: list[SimulatedStudent]) -> dict[str, Any]:
         JoinFailed, httpx.HTTPError: as :meth:`SimulatedStudent.join`.
     """
     config = await students[0].join()
-    await asyncio.gather(*(s.join() for s in students[1:]))
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def join(student: SimulatedStudent) -> None:
+        async with gate:
+            await student.join()
+
+    await asyncio.gather(*(join(s) for s in students[1:]))
     return config
 
 

@@ -115,23 +115,30 @@ def join(request: HttpRequest) -> HttpResponse:
     )
 
 
-ON_DEVICE_ASSETS: dict[str, str] = {
+ON_DEVICE_FILES: dict[str, str] = {
     "bundle": "ondevice/ondevice.js",
-    "mediapipe_wasm": "vendor/mediapipe-wasm",
-    "litert_wasm": "vendor/litert-wasm/",
     "detector_model": "models/detector/face_detection_full_range_sparse.tflite",
     "classifier_model": "models/classifier/expression_cnn.batch1.tflite",
 }
-"""Static paths of what an on-device student page loads (``STATICFILES_DIRS``): our bundle of
-``classroom/frontend/``, the two WASM runtimes from npm, the worker's BlazeFace full-range model
-(what live webcam frames use) and the shipped classifier's batch-1 copy (``ml.browser_model``)."""
+"""Static files an on-device student page loads (``STATICFILES_DIRS``): our bundle of
+``classroom/frontend/``, the worker's BlazeFace full-range model (what live webcam frames use)
+and the shipped classifier's batch-1 copy (``ml.browser_model``). Their URLs come from the
+static files storage (content-hashed names in production)."""
+
+ON_DEVICE_FOLDERS: dict[str, str] = {
+    "mediapipe_wasm": "vendor/mediapipe-wasm",
+    "litert_wasm": "vendor/litert-wasm/",
+}
+"""Static folders of the two WASM runtimes from npm: each runtime picks its own files in its
+folder by their original names, which ``collectstatic`` keeps next to the hashed copies."""
 
 
 def _on_device_config(session) -> dict[str, Any] | None:
     if session.analysis_site != AnalysisSite.ON_DEVICE:
         return None
     return {
-        **{key: static(path) for key, path in ON_DEVICE_ASSETS.items()},
+        **{key: static(path) for key, path in ON_DEVICE_FILES.items()},
+        **{key: settings.STATIC_URL + path for key, path in ON_DEVICE_FOLDERS.items()},
         "pipeline": pipeline_definition(),
         "classify": selectors.expressions_on(session),
         "server_fallback": session.server_fallback,

@@ -181,7 +181,19 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 10},
+            # redis-py's pool refuses a 101st connection by default ("Too many connections"):
+            # each socket's group_add/group_send borrows one, and a class of 500 on-device
+            # students connects at once.
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=1000),
+                    }
+                ],
+                "capacity": 1500,
+                "expiry": 10,
+            },
         }
     }
 else:

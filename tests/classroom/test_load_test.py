@@ -179,3 +179,51 @@ def test_unreachable_server_is_a_clear_error(webcam_photo):
             "--timeout",
             "2",
         )
+
+
+def test_on_device_messages_follow_the_numbers_contract():
+    import json
+
+    from classroom.management.commands.load_test import device_messages
+    from contracts import parse_device_analysis
+
+    messages = device_messages()
+    labels = []
+    for seq, message in enumerate(messages):
+        parsed = parse_device_analysis(
+            json.dumps({**message, "seq": seq, "captured_at": 1.7e12}),
+            max_faces=1,
+            max_bytes=4096,
+        )
+        labels.append(parsed.result["faces"][0]["label"])
+    assert labels == ["surprise", "happy", "neutral", "angry"]
+
+
+def test_on_device_load_test_takes_no_media(tmp_path):
+    with pytest.raises(CommandError, match="leave out --media"):
+        call_command(
+            "load_test", "--students", "1", "--on-device", "--media", str(tmp_path / "x.jpg")
+        )
+
+
+def test_bench_on_device_summary_and_its_text():
+    from classroom.management.commands.bench_on_device import format_summary, summarize
+
+    timings = [{"detect": d, "crop": 2.0, "classify": 3.0, "total": d + 5.0} for d in range(10, 30)]
+    raw = {
+        "loadMs": 1234.0,
+        "timings": timings,
+        "faces": 1,
+        "resources": [{"name": "a", "encoded": 100, "decoded": 300}] * 3,
+        "heap": 5_000_000,
+        "size": [640, 480],
+    }
+    summary = summarize(raw, "Test CPU, AVX2")
+    assert summary["stages_ms"]["detect"] == {"median": 19.5, "p95": 28.0}
+    assert summary["stages_ms"]["total"]["median"] == 24.5
+    assert summary["download"] == {"resources": 3, "transferred_bytes": 300, "decoded_bytes": 900}
+    assert (summary["load_s"], summary["runs"]) == (1.23, 20)
+    text = format_summary(summary)
+    assert "Test CPU, AVX2" in text and "detect     median 19.5 ms  p95 28.0 ms" in text
+    with pytest.raises(ValueError):
+        summarize({**raw, "timings": []}, "cpu")

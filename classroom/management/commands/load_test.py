@@ -25,6 +25,11 @@ Example (``deploy/load-test.sh`` starts a production-mode stack and runs this)::
 
     python manage.py load_test --url http://127.0.0.1:8000 --students 30 --fps 1 --seconds 60
 
+``--on-device`` makes it an on-device session: each student sends a numbers message
+(``contracts.device``, one face, :data:`DEVICE_FACES`) instead of a picture, so the run
+measures what an on-device student costs the server (validation, recording, the board),
+the browser's own work left out (its figures: ``manage.py bench_on_device``).
+
 Why one module of about 550 lines: one command and its report (the student and teacher clients
 are in ``classroom.management.simulation``; what remains is the run, the counters, the latency
 statistics and the output), tested in ``tests/classroom/test_load_test.py``.
@@ -108,6 +113,41 @@ def grid_cells(image, rows: int, cols: int, size: tuple[int, int] = WEBCAM_SIZE)
     return cells
 
 
+#: On-device numbers messages (``contracts.device``) for the four pictures of the default media
+#: (surprise, happy, sad, angry; one face each, a box of the 640x480 frame, probabilities and
+#: pose of the size a browser sends). The values are illustrative: what the server does with a
+#: message does not depend on them. ``seq`` and ``captured_at`` are added when sent.
+DEVICE_FACES = (
+    ([0.378, 0.271, 0.277, 0.369], [0.011, 0.001, 0.128, 0.018, 0.004, 0.828, 0.01], 4.1, -2.0),
+    ([0.362, 0.254, 0.292, 0.39], [0.021, 0.005, 0.016, 0.792, 0.027, 0.009, 0.13], -3.3, -5.4),
+    ([0.35, 0.262, 0.298, 0.397], [0.095, 0.012, 0.074, 0.016, 0.329, 0.011, 0.463], -5.1, 2.1),
+    ([0.371, 0.283, 0.284, 0.378], [0.768, 0.021, 0.041, 0.035, 0.064, 0.014, 0.057], -6.7, 3.6),
+)
+
+
+def device_messages() -> list[dict[str, Any]]:
+    """One numbers message per picture of the default media (:data:`DEVICE_FACES`)."""
+    return [
+        {
+            "type": "analysis",
+            "width": WEBCAM_SIZE[0],
+            "height": WEBCAM_SIZE[1],
+            "faces": [
+                {
+                    "box": box,
+                    "score": 0.9,
+                    "probabilities": probabilities,
+                    "yaw_deg": yaw,
+                    "pitch_deg": pitch,
+                    "quality_issue": None,
+                }
+            ],
+            "timings_ms": {"detect": 15.0, "crop": 1.0, "classify": 4.0, "total": 20.0},
+        }
+        for box, probabilities, yaw, pitch in DEVICE_FACES
+    ]
+
+
 def default_media_path() -> Path:
     """``$ENGAGEMENT_SHARED_DIR/media/webcam_posed_expressions_4.jpg`` (default ``../shared``).
 
@@ -136,6 +176,35 @@ def webcam_frames(path: Path, grid: tuple[int, int] = DEFAULT_GRID) -> list[byte
     if image is None:
         raise CommandError(f"cannot read image: {path}")
     return [encode_jpeg(cell) for cell in grid_cells(image, *grid)]
+
+
+def create_throwaway_teacher():
+    """A teacher with a random name and password, in this command's database (the server's).
+
+    Returns:
+        ``(user, password)``; the caller deletes the user (its sessions go with it).
+
+    Raises:
+        CommandError: the database refuses (not the server's, or unreachable).
+    """
+    from django.contrib.auth import get_user_model
+    from django.db import DatabaseError
+
+    from classroom.choices import UserRole
+
+    password = secrets.token_urlsafe(18)
+    try:
+        user = get_user_model().objects.create_user(
+            username=f"loadtest-{secrets.token_hex(4)}",
+            password=password,
+            role=UserRole.TEACHER,
+        )
+    except DatabaseError as exc:
+        raise CommandError(
+            f"cannot create a throwaway teacher in this command's database ({exc}); "
+            "point DATABASE_URL at the server's database or pass --username/--password"
+        ) from exc
+    return user, password
 
 
 # --- measurements (pure) ------------------------------------------------------------------------
@@ -339,6 +408,12 @@ class Command(BaseCommand):
             help="the session's analysis mode (default expression)",
         )
         parser.add_argument(
+            "--on-device",
+            action="store_true",
+            help="an on-device session: the students send numbers messages (one face each), "
+            "not pictures; measures the server's cost per on-device student",
+        )
+        parser.add_argument(
             "--drain",
             type=float,
             default=DEFAULT_DRAIN_S,
@@ -375,15 +450,35 @@ class Command(BaseCommand):
             username = throwaway.username
         try:
             summary = asyncio.run(self._run(opts, base_url, frame_sets, username, password))
+            self.stdout.write(format_summary(summary))
+            if opts["json"]:
+                self.stdout.write(json.dumps(summary, sort_keys=True))
         finally:
             if throwaway is not None and not opts["keep"]:
-                throwaway.delete()  # cascades to its session and the session's rows
-        self.stdout.write(format_summary(summary))
-        if opts["json"]:
-            self.stdout.write(json.dumps(summary, sort_keys=True))
+                self._delete(throwaway)
 
-    def _frames(self, opts) -> list[list[bytes]]:
-        """Per student (cycled): the JPEG frames it streams."""
+    def _delete(self, teacher, tries: int = 5) -> None:
+        """Delete the throwaway teacher (cascading to its session and the session's rows).
+
+        The session was ended first, but a result the server was writing as it ended can still
+        commit: a delete that collides with it fails on the foreign key and is tried again.
+        """
+        from django.db import IntegrityError
+
+        for attempt in range(tries):
+            try:
+                teacher.delete()
+                return
+            except IntegrityError:
+                time.sleep(1.0 + attempt)
+        self.stderr.write(f"could not delete the throwaway teacher {teacher.username}; delete it")
+
+    def _frames(self, opts) -> list[list[bytes]] | list[list[dict[str, Any]]]:
+        """Per student (cycled): the JPEG frames it streams, or its numbers messages."""
+        if opts["on_device"]:
+            if opts["media"]:
+                raise CommandError("--on-device sends numbers messages: leave out --media")
+            return [[message] for message in device_messages()]
         if not opts["media"]:
             return [[frame] for frame in webcam_frames(default_media_path())]
         max_frames = min(MAX_FRAMES_PER_FILE, math.ceil(opts["seconds"] * opts["fps"]) + 1)
@@ -398,24 +493,7 @@ class Command(BaseCommand):
         ]
 
     def _throwaway_teacher(self):
-        from django.contrib.auth import get_user_model
-        from django.db import DatabaseError
-
-        from classroom.choices import UserRole
-
-        password = secrets.token_urlsafe(18)
-        try:
-            user = get_user_model().objects.create_user(
-                username=f"loadtest-{secrets.token_hex(4)}",
-                password=password,
-                role=UserRole.TEACHER,
-            )
-        except DatabaseError as exc:
-            raise CommandError(
-                f"cannot create a throwaway teacher in this command's database ({exc}); "
-                "point DATABASE_URL at the server's database or pass --username/--password"
-            ) from exc
-        return user, password
+        return create_throwaway_teacher()
 
     def _write(self, line: str) -> None:
         self.stdout.write(line)
@@ -437,7 +515,10 @@ class Command(BaseCommand):
             with client_errors(base_url):
                 await watcher.login(username, password, None)
                 session_id = await watcher.create_session(
-                    f"Load test {n} x {fps:g} fps", 1.0 / fps, analysis=opts["analysis"]
+                    f"Load test {n} x {fps:g} fps",
+                    1.0 / fps,
+                    analysis=opts["analysis"],
+                    analysis_site="on-device" if opts["on_device"] else "server",
                 )
                 await watcher.start_session(session_id)
                 code = (await watcher.session(session_id))["join_code"]
@@ -485,8 +566,7 @@ class Command(BaseCommand):
             if all(s.stats.error for s in students):
                 raise CommandError(students[0].stats.error)
             await self._drain(students, watcher, opts["drain"])
-            if opts["username"]:
-                await watcher.end_session(session_id)
+            await watcher.end_session(session_id)  # no result is recorded after this
         finally:
             for task in (progress, watch_task):
                 if task is not None:
