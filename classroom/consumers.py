@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import time
+import weakref
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -46,6 +49,64 @@ def stream_source(query_string: bytes | str) -> str | None:
     return value if value in StreamSource.values else None
 
 
+SESSION_STATUS_TTL_S = 1.0
+"""How old a stream socket's knowledge of its session's status may be, seconds: a session that
+starts is seen within this; one that ends tells its sockets at once (``session.ended``)."""
+
+_session_status: dict[object, tuple[str | None, float]] = {}
+"""Session id -> (status, ``time.monotonic()`` when read), shared by the process's sockets."""
+
+
+class DeviceBatchWriter:
+    """Records the process's accepted numbers messages in batches (``services.record_device_batch``).
+
+    One per event loop (:func:`device_writer`). :meth:`submit` queues an item and, if none is
+    running, starts the loop task, which waits :attr:`max_wait_s` for more items, records up to
+    :attr:`max_batch` of them in one transaction (on the database thread), and repeats until
+    the queue is empty. A batch that fails is logged with its size and lost (an acknowledged
+    message is recorded at most once, as a frame is analysed at most once).
+    """
+
+    max_wait_s = 0.05
+    max_batch = 500
+
+    def __init__(self) -> None:
+        self._items: list = []
+        self._task: asyncio.Task | None = None
+
+    def submit(self, item) -> None:
+        """Queue one ``services.DeviceItem``; call from the event loop."""
+        self._items.append(item)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def flush(self) -> None:
+        """Wait until every queued item is recorded (tests, shutdown)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    async def _run(self) -> None:
+        while self._items:
+            await asyncio.sleep(self.max_wait_s)
+            batch, self._items = self._items[: self.max_batch], self._items[self.max_batch :]
+            try:
+                await database_sync_to_async(services.record_device_batch)(batch)
+            except Exception:
+                logger.exception("recording %d on-device analyses failed", len(batch))
+
+
+_writers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def device_writer() -> DeviceBatchWriter:
+    """The running event loop's :class:`DeviceBatchWriter`."""
+    loop = asyncio.get_running_loop()
+    writer = _writers.get(loop)
+    if writer is None:
+        writer = _writers[loop] = DeviceBatchWriter()
+    return writer
+
+
 class StudentStreamConsumer(AsyncWebsocketConsumer):
     """``/ws/stream/?source=webcam|screen``: binary frames (or, in an on-device session, JSON
     numbers messages, :mod:`contracts.device`) in, JSON acks and errors out.
@@ -69,6 +130,7 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
     participant_id: int | None = None
     group: str | None = None
     source: str = StreamSource.WEBCAM.value
+    stream: services.StreamSession | None = None
 
     @property
     def client_address(self) -> str | None:
@@ -103,6 +165,16 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
             return
         self.source = source
         self.participant_id = participant.pk
+        session = participant.session
+        self.stream = services.StreamSession(
+            participant_id=participant.pk,
+            session_id=session.pk,
+            status=session.status,
+            analysis_site=session.analysis_site,
+            frame_interval_s=session.frame_interval_s,
+            expressions=await database_sync_to_async(selectors.expressions_on)(session),
+        )
+        _session_status[session.pk] = (session.status, time.monotonic())
         self.group = realtime.participant_group(participant.pk)
         # Older sockets of this participant close; this one joins the group after telling them.
         await self.channel_layer.group_send(
@@ -138,16 +210,43 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
         await self._send_json(events.ack_message(accepted.seq))
 
     async def _receive_analysis(self, text: str) -> None:
-        """A text message: an on-device session's numbers (``contracts.device``); refused with
-        ``text_not_supported`` in a session analysed on the server."""
+        """A text message: an on-device session's numbers (``contracts.device``), checked here
+        without the database (``services.check_device_message``), answered at once, and
+        recorded with the other sockets' in the next batch (:class:`DeviceBatchWriter`);
+        refused with ``text_not_supported`` in a session analysed on the server."""
+        received_ms = time.time() * 1000.0
+        stream = await self._stream_session()
+        writer = device_writer()
         try:
-            accepted = await database_sync_to_async(services.accept_device_analysis)(
-                self.participant_id, text, client_address=self.client_address
+            message = services.check_device_message(
+                stream, text, client_address=self.client_address
             )
         except services.FrameRejected as exc:
+            writer.submit(
+                services.DeviceItem(stream.participant_id, exc.seq, None, None, received_ms)
+            )
             await self._send_json(events.error_message(exc.seq, exc.code, exc.message))
             return
-        await self._send_json(events.ack_message(accepted.seq))
+        writer.submit(
+            services.DeviceItem(
+                stream.participant_id,
+                message.seq,
+                message.result,
+                message.captured_at_ms,
+                received_ms,
+            )
+        )
+        await self._send_json(events.ack_message(message.seq))
+
+    async def _stream_session(self) -> services.StreamSession:
+        """The socket's session as read at connect, its status at most
+        :data:`SESSION_STATUS_TTL_S` old (one read per session and interval in the process)."""
+        stream = self.stream
+        status, read_at = _session_status.get(stream.session_id, (None, 0.0))
+        if status is None or time.monotonic() - read_at > SESSION_STATUS_TTL_S:
+            status = await database_sync_to_async(selectors.session_status)(stream.session_id)
+            _session_status[stream.session_id] = (status, time.monotonic())
+        return dataclasses.replace(stream, status=status or SessionStatus.ENDED)
 
     async def frame_result(self, event: dict) -> None:
         """Channel event ``frame.result``: one of this participant's frames was analysed."""

@@ -93,6 +93,11 @@ def participant_for_stream(participant_id) -> Participant | None:
     return Participant.objects.select_related("session").filter(pk=participant_id).first()
 
 
+def session_status(session_id) -> str | None:
+    """A session's ``status`` (``SessionStatus`` value), or ``None`` when it does not exist."""
+    return ClassSession.objects.filter(pk=session_id).values_list("status", flat=True).first()
+
+
 def on_device_counts(session: ClassSession) -> tuple[int, int]:
     """How much of a session was analysed in the students' browsers (``contracts.device``).
 

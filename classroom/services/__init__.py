@@ -6,8 +6,8 @@ One module per use case (the layout of Zulip's ``zerver/actions/``):
 ``sessions``      create a draft session, start it, end it (queues the report on commit)
 ``joining``       a student joins with a display name and explicit consent; leaving and logging
                   out close the sockets of that student or user
-``intake``        one binary frame: validate (``images``, ``rate_limit``) and queue it by name;
-                  in an on-device session, one numbers message: validate and record it
+``intake``        one binary frame: validate (``images``, ``rate_limit``) and queue it by name
+``device``        on-device sessions: check a numbers message; record a batch of them
 ``results``       record an analysed frame (``tracks``, ``timeline``) or a dropped one
 ``reports``       build the stored report of a session
 ``audit``         the append-only audit log (report views and exports, start, end, ...)
@@ -25,8 +25,15 @@ broker; only derived numbers (counts, boxes, probabilities, timings) reach the d
 """
 
 from classroom.services.audit import record_event
+from classroom.services.device import (
+    DeviceItem,
+    StreamSession,
+    check_device_message,
+    peek_device_seq,
+    record_device_batch,
+)
 from classroom.services.errors import FrameRejected, JoinError, SessionStateError
-from classroom.services.intake import FrameAccepted, accept_device_analysis, accept_frame
+from classroom.services.intake import FrameAccepted, accept_frame
 from classroom.services.joining import (
     PARTICIPANT_SESSION_KEY,
     join_session,
@@ -47,8 +54,12 @@ __all__ = [
     "FrameRejected",
     "JoinError",
     "SessionStateError",
-    "accept_device_analysis",
+    "DeviceItem",
+    "StreamSession",
     "accept_frame",
+    "check_device_message",
+    "peek_device_seq",
+    "record_device_batch",
     "apply_retention",
     "build_session_report",
     "create_session",

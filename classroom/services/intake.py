@@ -1,12 +1,11 @@
-"""Frame intake: validate one binary frame message and queue it for analysis, or, in an
-on-device session, validate one numbers message and record it.
+"""Frame intake: validate one binary frame message and queue it for analysis (an on-device
+session's numbers messages: :mod:`classroom.services.device`).
 
 Frames are never stored or logged: the bytes are checked and handed to the broker on commit.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from classroom.models import Participant
 from classroom.services.errors import FrameRejected
 from classroom.services.images import check_decodable, check_format
 from classroom.services.rate_limit import address_byte_budget, frame_rate_limiter
-from classroom.services.results import record_frame_result
 
 logger = logging.getLogger(__name__)
 
@@ -164,122 +162,9 @@ def accept_frame(
     return FrameAccepted(seq=header.seq)
 
 
-def _count_frame(participant_id: int, *, rejected: bool, device: bool = False) -> None:
+def _count_frame(participant_id: int, *, rejected: bool) -> None:
     Participant.objects.filter(pk=participant_id).update(
         frames_received=F("frames_received") + 1,
         frames_rejected=F("frames_rejected") + (1 if rejected else 0),
-        device_analyses=F("device_analyses") + (1 if device and not rejected else 0),
         last_seen_at=timezone.now(),
     )
-
-
-def _peek_device_seq(text: str) -> int | None:
-    """The ``seq`` of a numbers message, for the error reply, or ``None`` (bounded work: only
-    a message under the size limit is parsed, and only a uint32 is returned)."""
-    if len(text) > settings.ENGAGEMENT_DEVICE_MAX_MESSAGE_BYTES:
-        return None
-    try:
-        seq = json.loads(text).get("seq")
-    except (ValueError, AttributeError, RecursionError):
-        return None
-    return seq if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq < 2**32 else None
-
-
-def _validate_device_message(
-    participant: Participant, text: str, seq: int | None, client_address: str | None
-) -> contracts.DeviceAnalysis:
-    session = participant.session
-    if session.status != SessionStatus.LIVE:
-        raise FrameRejected(
-            FrameErrorCode.SESSION_NOT_LIVE, f"The session is {session.status}, not live.", seq
-        )
-    if participant.consent_given_at is None or participant.withdrawn_at is not None:
-        raise FrameRejected(FrameErrorCode.NO_CONSENT, seq=seq)
-    if session.analysis_site != AnalysisSite.ON_DEVICE:
-        raise FrameRejected(
-            FrameErrorCode.TEXT_NOT_SUPPORTED,
-            "This session analyses faces on the server: send frames as binary messages.",
-            seq,
-        )
-    if not frame_rate_limiter.allow(participant.pk, session.frame_interval_s):
-        raise FrameRejected(
-            FrameErrorCode.RATE_LIMITED,
-            f"Send at most one analysis every {session.frame_interval_s:g} s.",
-            seq,
-        )
-    size = len(text.encode("utf-8"))
-    if client_address is not None:
-        rate = float(settings.ENGAGEMENT_INTAKE_BYTES_PER_S_PER_ADDRESS)
-        if not address_byte_budget.take(client_address, size, rate, 2.0 * rate):
-            raise FrameRejected(
-                FrameErrorCode.RATE_LIMITED,
-                "Too many bytes from this network address; messages are being skipped.",
-                seq,
-            )
-    try:
-        return contracts.parse_device_analysis(
-            text,
-            max_faces=int(settings.ENGAGEMENT_DEVICE_MAX_FACES),
-            max_bytes=int(settings.ENGAGEMENT_DEVICE_MAX_MESSAGE_BYTES),
-            with_expressions=selectors.expressions_on(session),
-        )
-    except contracts.ContractError as exc:
-        raise FrameRejected(FrameErrorCode.BAD_ANALYSIS, str(exc), seq) from None
-
-
-def accept_device_analysis(
-    participant_id: int, text: str, *, client_address: str | None = None
-) -> FrameAccepted:
-    """Validate one numbers message of an on-device session and record it as a frame result.
-
-    The browser analysed the frame itself (:mod:`contracts.device`); no picture reaches the
-    server. Checks, in order: the participant exists, its session is live, consent was given,
-    the session analyses on the device, the rate (:data:`frame_rate_limiter`, the same budget
-    as pictures: one message per frame interval), the client address's byte budget, and the
-    message (size <= ``ENGAGEMENT_DEVICE_MAX_MESSAGE_BYTES``, at most
-    ``ENGAGEMENT_DEVICE_MAX_FACES`` faces, the schema, probabilities that sum to 1). Counts
-    ``frames_received``, ``frames_rejected`` and ``device_analyses``, updates ``last_seen_at``,
-    and records the result with :func:`classroom.services.record_frame_result` in the same
-    transaction, under the participant's server key (``frames_received`` after this message),
-    with the label, confidence and attention derived on the server from the numbers.
-
-    Args:
-        participant_id: ``Participant.pk`` from the student's Django session.
-        text: the WebSocket text message (UTF-8 JSON).
-        client_address: the client's network address, or ``None`` (no address budget).
-
-    Returns:
-        ``FrameAccepted(seq)``.
-
-    Raises:
-        FrameRejected: with ``code`` ``session_not_live`` (also when the participant no longer
-            exists), ``no_consent``, ``text_not_supported`` (a server-analysed session),
-            ``rate_limited`` or ``bad_analysis`` (the message says which field).
-    """
-    received_ms = time.time() * 1000.0
-    seq = _peek_device_seq(text)
-    participant = selectors.participant_for_stream(participant_id)
-    if participant is None:
-        raise FrameRejected(FrameErrorCode.SESSION_NOT_LIVE, "You are not part of a session.", seq)
-    try:
-        message = _validate_device_message(participant, text, seq, client_address)
-    except FrameRejected as exc:
-        _count_frame(participant.pk, rejected=True)
-        logger.debug("analysis %s of participant %s rejected: %s", seq, participant.pk, exc.code)
-        raise
-    with transaction.atomic():
-        _count_frame(participant.pk, rejected=False, device=True)
-        key = (
-            Participant.objects.filter(pk=participant.pk)
-            .values_list("frames_received", flat=True)
-            .get()
-        )
-        record_frame_result(
-            participant_id=participant.pk,
-            seq=message.seq,
-            result=message.result,
-            captured_at=message.captured_at_ms,
-            received_at=received_ms,
-            key=key,
-        )
-    return FrameAccepted(seq=message.seq)

@@ -39,7 +39,7 @@ def _ms_to_datetime(ms) -> datetime | None:
         return None
 
 
-def _observation(index: int, face: FacePayload) -> FaceObservation:
+def face_observation(index: int, face: FacePayload) -> FaceObservation:
     """An unsaved ``FaceObservation`` of a validated face (no frame, no track yet)."""
     x, y, w, h = face.box
     return FaceObservation(
@@ -124,7 +124,7 @@ def record_frame_result(
     payload = FrameResultPayload.from_dict(
         result, with_expressions=session.analysis != AnalysisMode.ATTENTION
     )
-    observations = [_observation(i, face) for i, face in enumerate(payload.faces)]
+    observations = [face_observation(i, face) for i, face in enumerate(payload.faces)]
     seq = int(seq)
     frame_key = seq if key is None else int(key)
 

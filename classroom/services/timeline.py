@@ -43,6 +43,22 @@ def add_frame_to_timeline(
         The bucket index (``aggregates.bucket_index``, ``TIMELINE_BUCKET_S`` wide).
     """
     index = aggregates.bucket_index(received_at, session.started_at, TIMELINE_BUCKET_S)
+    counts = frame_counts(observations)
+    updated = TimelineBucket.objects.filter(participant_id=participant_id, index=index).update(
+        **{name: F(name) + value for name, value in counts.items()}
+    )
+    if not updated:
+        TimelineBucket.objects.create(participant_id=participant_id, index=index, **counts)
+    return index
+
+
+def frame_counts(observations: Sequence[FaceObservation]) -> dict[str, int]:
+    """What one frame adds to its ``TimelineBucket`` (:func:`add_frame_to_timeline`).
+
+    Returns:
+        ``{"frames": 1, "face_sum", "pose_faces", "attentive_faces"}`` plus each expression
+        (smoothed labels) that occurs, with its count of faces.
+    """
     counts = {
         "frames": 1,
         "face_sum": len(observations),
@@ -53,9 +69,4 @@ def add_frame_to_timeline(
         count = sum(o.smoothed_label == label for o in observations)
         if count:
             counts[label] = count
-    updated = TimelineBucket.objects.filter(participant_id=participant_id, index=index).update(
-        **{name: F(name) + value for name, value in counts.items()}
-    )
-    if not updated:
-        TimelineBucket.objects.create(participant_id=participant_id, index=index, **counts)
-    return index
+    return counts

@@ -87,7 +87,6 @@ def track_faces(
     """
     if not observations:
         return
-    now_s = received_at.timestamp()
     max_age = tracking.max_age_s(settings.ENGAGEMENT_TRACK_MAX_AGE_S, session.frame_interval_s)
     rows = {
         row.number: row
@@ -96,6 +95,45 @@ def track_faces(
         )
     }
     last_number = Track.objects.filter(participant=participant).aggregate(n=Max("number"))["n"]
+    created, changed = step_tracks(
+        participant, session, rows, last_number or 0, observations, seq=seq, received_at=received_at
+    )
+    Track.objects.bulk_create(created)
+    _update_tracks(changed)
+
+
+def step_tracks(
+    participant: Participant,
+    session: ClassSession,
+    rows: dict[int, Track],
+    last_number: int,
+    observations: list[FaceObservation],
+    *,
+    seq: int,
+    received_at: datetime,
+) -> tuple[list[Track], list[Track]]:
+    """One frame's track step on ``Track`` rows held in memory (nothing is written).
+
+    Args:
+        participant, session: the frame's participant and session.
+        rows: the participant's tracks by number; those not live at ``received_at`` are left
+            out of the match (as :func:`track_faces` does by its query). Updated in place: new
+            tracks are added, matched ones changed.
+        last_number: the highest track number the participant ever had (0: none).
+        observations: the frame's unsaved faces; ``track``, ``smoothed_probabilities`` and
+            ``smoothed_label`` are set on each.
+        seq, received_at: the frame's server key and arrival time.
+
+    Returns:
+        ``(created, changed)``: new ``Track`` objects (no primary key yet) and existing rows
+        whose fields changed; a row may appear in ``changed`` once per frame that moved it.
+    """
+    if not observations:
+        return [], []
+    now_s = received_at.timestamp()
+    max_age = tracking.max_age_s(settings.ENGAGEMENT_TRACK_MAX_AGE_S, session.frame_interval_s)
+    oldest = received_at - timedelta(seconds=max_age)
+    live = {number: row for number, row in rows.items() if row.last_seen_at >= oldest}
     detections = [
         tracking.FaceMeasurement(
             box=tracking.Box(o.box_x, o.box_y, o.box_w, o.box_h),
@@ -104,17 +142,17 @@ def track_faces(
         for o in observations
     ]
     outcome = tracking.step(
-        [_track_state(row) for row in rows.values()],
+        [_track_state(row) for row in live.values()],
         detections,
         now_s=now_s,
         seq=seq,
-        next_number=(last_number or 0) + 1,
+        next_number=last_number + 1,
         max_age=max_age,
         tau_s=settings.ENGAGEMENT_SMOOTHING_TAU_S,
     )
     created, changed = [], []
     for number, state in outcome.tracks.items():
-        row = rows.get(number)
+        row = live.get(number)
         if row is None:
             row = Track(participant=participant, number=number)
             created.append(row)
@@ -122,9 +160,9 @@ def track_faces(
             changed.append(row)
         # Times come from received_at itself, not from the float seconds, so that they round-trip
         # exactly (a late frame leaves last_seen_at as it was).
-        if row.pk is None or state.first_seen_s == now_s:
+        if row.first_seen_at is None or state.first_seen_s == now_s:
             row.first_seen_at = received_at
-        if row.pk is None or state.last_seen_s == now_s:
+        if row.last_seen_at is None or state.last_seen_s == now_s:
             row.last_seen_at = received_at
         row.last_seq = state.last_seq
         row.box_x, row.box_y, row.box_w, row.box_h = (
@@ -139,14 +177,14 @@ def track_faces(
             row.smoothed_at = None
         elif state.smoothed_s == now_s:
             row.smoothed_at = received_at
+        live[number] = row
         rows[number] = row
-    Track.objects.bulk_create(created)
-    _update_tracks(changed)
     for observation, assignment in zip(observations, outcome.assignments, strict=True):
-        observation.track = rows[assignment.number]
+        observation.track = live[assignment.number]
         if assignment.smoothed is None:
             observation.smoothed_probabilities = None
             observation.smoothed_label = None
         else:
             observation.smoothed_probabilities = list(assignment.smoothed)
             observation.smoothed_label = tracking.argmax_label(assignment.smoothed, EXPRESSIONS)
+    return created, changed

@@ -183,12 +183,16 @@ if REDIS_URL:
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # redis-py's pool refuses a 101st connection by default ("Too many connections"):
             # each socket's group_add/group_send borrows one, and a class of 500 on-device
-            # students connects at once.
+            # students connects at once. redis-py 8 also times reads out after 5 s by default,
+            # the very time channels-redis blocks in BZPOPMIN waiting for a message: on a busy
+            # loop the read timer fired first and the consumer died ("Timeout reading from
+            # ...", seen on the teacher's board socket in a 500-student load test).
             "CONFIG": {
                 "hosts": [
                     {
                         "address": REDIS_URL,
                         "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=1000),
+                        "socket_timeout": 15,
                     }
                 ],
                 "capacity": 1500,

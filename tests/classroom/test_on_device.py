@@ -13,7 +13,9 @@ from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from classroom.consumers import device_writer
 from classroom.models import ClassSession, FaceObservation, FrameResult, Participant
+from contracts import parse_device_analysis
 from tests.classroom.factories import ClassSessionFactory, ParticipantFactory, frame_message
 from tests.classroom.test_consumers import open_student, run, student_headers
 
@@ -61,11 +63,8 @@ def test_numbers_are_recorded_as_a_frame_result_and_no_picture_is_queued(celery_
         student = await open_student(headers)
         await student.send_to(text_data=analysis(5))
         assert await student.receive_json_from() == {"type": "ack", "seq": 5}
-        assert await student.receive_json_from(timeout=2) == {
-            "type": "result",
-            "seq": 5,
-            "faces": 1,
-        }
+        await device_writer().flush()
+        assert await student.receive_nothing(timeout=0.2)  # no result: the page computed it
         await student.disconnect()
 
     run(scenario)
@@ -90,6 +89,7 @@ def test_an_attention_only_session_stores_no_expression_from_the_device():
         student = await open_student(headers)
         await student.send_to(text_data=analysis(1))
         assert (await student.receive_json_from())["type"] == "ack"
+        await device_writer().flush()
         await student.disconnect()
 
     run(scenario)
@@ -141,6 +141,7 @@ def test_a_bad_message_is_an_error_the_socket_stays_open_and_nothing_is_stored()
         error = await student.receive_json_from()
         await student.send_to(text_data=analysis(3))
         ack = await student.receive_json_from()
+        await device_writer().flush()
         await student.disconnect()
         return error, ack
 
@@ -165,8 +166,7 @@ def test_numbers_share_the_frame_rate_limit():
             await student.send_to(text_data=analysis(seq))
             reply = await student.receive_json_from()
             codes.append(reply.get("code", reply["type"]))
-            if reply["type"] == "ack":
-                assert (await student.receive_json_from(timeout=2))["type"] == "result"
+        await device_writer().flush()
         await student.disconnect()
         return codes
 
@@ -213,10 +213,8 @@ def test_no_numbers_message_crashes_the_intake_or_goes_unanswered(batch, celery_
         replies = []
         for text in batch:
             await student.send_to(text_data=text)
-            reply = await student.receive_json_from(timeout=5)
-            while reply["type"] == "result":  # a result of the previous message
-                reply = await student.receive_json_from(timeout=5)
-            replies.append(reply)
+            replies.append(await student.receive_json_from(timeout=5))
+        await device_writer().flush()
         await student.disconnect()
         return replies
 
@@ -293,3 +291,121 @@ def test_the_report_flags_numbers_computed_on_the_students_devices(client, teach
     server_session = ClassSessionFactory(live=True, teacher=teacher)
     response = client.get(reverse("classroom:session_report", args=[server_session.pk]))
     assert b'id="on-device-notice"' not in response.content
+
+
+# --- the batch writer records what record_frame_result records --------------------------------
+
+
+def _faces_of(step: int) -> list[dict]:
+    """1-2 faces drifting across the frame, one turning away, with changing expressions."""
+    probabilities = [
+        [0.6, 0.05, 0.05, 0.1, 0.1, 0.05, 0.05],
+        HAPPY,
+        [0.05, 0.05, 0.1, 0.1, 0.5, 0.1, 0.1],
+    ]
+    faces = [
+        {
+            "box": [0.1 + 0.01 * step, 0.2, 0.2, 0.25],
+            "score": 0.9,
+            "probabilities": probabilities[step % 3],
+            "yaw_deg": 5.0 * (step % 4),
+            "pitch_deg": 0.0,
+            "quality_issue": None,
+        }
+    ]
+    if step % 3 != 2:
+        faces.append(
+            {
+                "box": [0.6, 0.3 - 0.01 * step, 0.15, 0.2],
+                "score": 0.8,
+                "probabilities": None,
+                "yaw_deg": 50.0,
+                "pitch_deg": -3.0,
+                "quality_issue": "turned_away",
+            }
+        )
+    return faces
+
+
+def _rows(participant) -> dict:
+    frames = list(
+        FrameResult.objects.filter(participant=participant)
+        .order_by("seq")
+        .values_list("seq", "face_count", "width", "received_at", "timings_ms")
+    )
+    faces = list(
+        FaceObservation.objects.filter(frame__participant=participant)
+        .order_by("frame__seq", "index")
+        .values_list(
+            "frame__seq",
+            "index",
+            "label",
+            "confidence",
+            "smoothed_label",
+            "smoothed_probabilities",
+            "track__number",
+            "attentive",
+            "assessed",
+            "quality_issue",
+        )
+    )
+    tracks = list(
+        participant.tracks.order_by("number").values_list(
+            "number", "first_seen_at", "last_seen_at", "last_seq", "hits", "smoothed_probabilities"
+        )
+    )
+    buckets = list(
+        participant.timeline_buckets.order_by("index").values(
+            "index", "frames", "face_sum", "pose_faces", "attentive_faces", "angry", "happy", "sad"
+        )
+    )
+    participant.refresh_from_db()
+    counters = (participant.frames_received, participant.frames_analysed)
+    return {"frames": frames, "faces": faces, "tracks": tracks, "buckets": buckets, "n": counters}
+
+
+def test_a_batch_records_the_same_rows_as_one_result_at_a_time():
+    from django.db.models import F
+
+    from classroom import services
+
+    session = ClassSessionFactory(live=True, analysis_site="on-device", frame_interval_s=1.0)
+    one, batched = (ParticipantFactory(session=session) for _ in range(2))
+    start_ms = session.started_at.timestamp() * 1000.0 + 500.0
+    # 14 frames a second apart, then a 40-s gap (tracks expire, a new bucket), then 4 more
+    times = [start_ms + 1000.0 * i for i in range(14)] + [
+        start_ms + 54_000 + 1000 * i for i in range(4)
+    ]
+    results = [
+        parse_device_analysis(analysis(i, faces=_faces_of(i)), max_faces=5, max_bytes=9999).result
+        for i in range(len(times))
+    ]
+    for key, (result, received) in enumerate(zip(results, times, strict=True), start=1):
+        Participant.objects.filter(pk=one.pk).update(frames_received=F("frames_received") + 1)
+        services.record_frame_result(
+            participant_id=one.pk,
+            seq=key,
+            result=result,
+            captured_at=received - 30,
+            received_at=received,
+            key=key,
+        )
+    items = [
+        services.DeviceItem(batched.pk, key, result, received - 30, received)
+        for key, (result, received) in enumerate(zip(results, times, strict=True), start=1)
+    ]
+    # across batches and within one, interleaved with another participant's rejected message
+    rejected = services.DeviceItem(one.pk, None, None, None, times[0])
+    assert len(services.record_device_batch(items[:5])) == 5
+    assert len(services.record_device_batch([*items[5:12], rejected])) == 7
+    assert len(services.record_device_batch(items[12:])) == 6
+
+    expected, got = _rows(one), _rows(batched)
+    assert got["n"] == (18, 18)
+    assert expected["n"] == (19, 18)  # the rejected message counted, nothing recorded
+    for table in ("frames", "faces", "tracks", "buckets"):
+        assert got[table] == expected[table], table
+    assert len(expected["tracks"]) >= 3 and len(expected["buckets"]) >= 3
+    batched.refresh_from_db()
+    one.refresh_from_db()
+    assert (batched.device_analyses, one.frames_rejected) == (18, 1)

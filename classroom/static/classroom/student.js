@@ -285,6 +285,7 @@
         result.captured_at = capturedAt;
         socket.send(JSON.stringify(result));
         state.sent += 1;
+        setText(el.faces, result.faces.length);  // the server sends no result back: this is it
         setText(el.ondevice, 'running: ' + result.faces.length + ' face(s), ' + Math.round(result.timings_ms.total) + ' ms per frame');
         render();
       }, function (err) {
