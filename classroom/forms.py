@@ -18,7 +18,9 @@ from classroom.choices import (
 
 CONSENT_TEXT = (
     "I agree that, while I stream, pictures of my camera or screen are analysed for faces and "
-    "expressions. No picture is stored, only numbers. I can stop and withdraw at any time."
+    "expressions, on the school's server or on this device as my teacher chose (the next page "
+    "says which, before anything is shared). No picture is stored, only numbers. I can stop "
+    "and withdraw at any time."
 )
 """The consent checkbox's label: the first layer of a layered notice (ICO's guidance on privacy
 information); the join page's "What happens when you stream" details are the second layer."""

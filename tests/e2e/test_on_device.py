@@ -337,3 +337,53 @@ def test_what_an_on_device_page_downloads(live_stack, on_device_student, chromiu
     total = sum(size for _, _, size in resources)
     print(f"on-device page: {len(resources)} resources, {total:,} bytes decoded")
     assert 1_000_000 < total <= MAX_PAGE_BYTES, (total, resources)
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_a_browser_that_cannot_analyse_says_why_and_falls_back_only_if_allowed(
+    live_stack, on_device_student, fake_camera, chromium_path, fallback
+):
+    """The analysis bundle cannot be downloaded (blocked here): the page says why; with the
+    teacher's fallback it offers to send pictures and sends none before the student agrees."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from classroom.models import ClassSession, Participant
+
+    session, participant, cookie = on_device_student
+    ClassSession.objects.filter(pk=session.pk).update(server_fallback=fallback)
+    sent: list[object] = []
+    with sync_playwright() as pw:
+        browser = launch_chromium(pw, chromium_path, fake_camera)
+        try:
+            context = browser.new_context()
+            context.add_cookies([cookie])
+            context.route("**/ondevice/ondevice*.js", lambda route: route.abort())
+            page = context.new_page()
+            page.on("websocket", lambda ws: ws.on("framesent", lambda p: sent.append(p)))
+            page.goto(f"{live_stack.base_url}/student/")
+            page.click("#start-webcam")
+            if not fallback:
+                expect(page.locator("#last-error")).to_contain_text(
+                    "this session accepts no pictures"
+                )
+                expect(page.locator("#use-server")).to_have_count(0)
+                expect(page.locator("#ondevice-state")).to_have_text("not available")
+                page.wait_for_timeout(1500)
+                assert not sent
+                return
+            expect(page.locator("#student-notice-text")).to_contain_text("could not be downloaded")
+            expect(page.locator("#use-server")).to_be_visible()
+            page.wait_for_timeout(1500)
+            assert not sent, "something was sent before the student chose the server"
+            page.click("#use-server")
+            expect(page.locator("#analysis-state")).to_have_text(
+                re.compile(r"^Analysis on: sending your webcam"), timeout=30_000
+            )
+            page.wait_for_function(
+                "() => parseInt(document.getElementById('frames-acked').textContent, 10) >= 1",
+                timeout=30_000,
+            )
+        finally:
+            browser.close()
+    assert sent and all(isinstance(payload, bytes) for payload in sent)  # pictures, as chosen
+    assert Participant.objects.get(pk=participant.pk).frames_received >= 1
