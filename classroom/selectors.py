@@ -389,6 +389,7 @@ PARTICIPATION_KEYS: tuple[str, ...] = (
     "frames_rejected",
     "frames_analysed",
     "frames_dropped",
+    "device_analyses",
     "faces",
     "faces_per_frame",
     "tracks",
@@ -425,8 +426,9 @@ def session_report(session: ClassSession, *, now: datetime | None = None) -> dic
 
     Returns:
         ``{"session", "title", "join_code", "teacher", "status",
-        "analysis" ("expression" | "attention"), "frame_interval_s",
-        "created_at", "started_at", "ended_at" (ISO 8601 or None), "duration_s" (float | None),
+        "analysis" ("expression" | "attention"), "analysis_site" ("server" | "on-device": the
+        figures of an on-device session were computed in the students' browsers and are not
+        verified), "frame_interval_s", "created_at", "started_at", "ended_at" (ISO 8601 or None), "duration_s" (float | None),
         "generated_at",
         "totals": {"participants", "frames_received", "frames_rejected", "frames_analysed",
         "frames_dropped", "faces", "faces_per_frame" (float | None), "tracks"},
@@ -438,7 +440,8 @@ def session_report(session: ClassSession, *, now: datetime | None = None) -> dic
         "timeline": as in :func:`dashboard_snapshot` (whole session),
         "lag_ms": {"mean", "p50", "p95", "max"} arrival-to-analysis latency (None when empty),
         "participants": [{"id", "display_name", "joined_at", "consent_given_at", "last_seen_at",
-        "frames_received", "frames_rejected", "frames_analysed", "frames_dropped", "faces",
+        "frames_received", "frames_rejected", "frames_analysed", "frames_dropped",
+        "device_analyses" (numbers messages from the participant's browser), "faces",
         "faces_per_frame", "tracks" (distinct face tracks)}, ...] in join order: participation
         only, no expression or attention figure per participant (no individual profiles)}``.
         In attention-only sessions every ``mix``/``mix_raw`` is ``{}`` and no expression column
@@ -478,6 +481,7 @@ def session_report(session: ClassSession, *, now: datetime | None = None) -> dic
                 "frames_rejected": p.frames_rejected,
                 "frames_analysed": len(own),
                 "frames_dropped": p.frames_dropped,
+                "device_analyses": p.device_analyses,
                 "faces": own_faces,
                 "faces_per_frame": per_frame(own_faces, len(own)),
                 "tracks": tracks,
@@ -502,6 +506,7 @@ def session_report(session: ClassSession, *, now: datetime | None = None) -> dic
         "teacher": session.teacher.get_username(),
         "status": session.status,
         "analysis": session.analysis,
+        "analysis_site": session.analysis_site,
         "frame_interval_s": session.frame_interval_s,
         "created_at": _iso(session.created_at),
         "started_at": _iso(session.started_at),

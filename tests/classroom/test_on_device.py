@@ -287,6 +287,14 @@ def test_the_report_flags_numbers_computed_on_the_students_devices(client, teach
     assert 'id="on-device-notice"' in text
     assert "1 participant sent 12 on-device analyses" in text
     assert "cannot verify them" in text
+    exported = client.get(
+        reverse("classroom:session_export_json", args=[participant.session.pk])
+    ).json()
+    assert exported["analysis_site"] == "on-device"
+    rows = {row["id"]: row["device_analyses"] for row in exported["participants"]}
+    assert rows[participant.pk] == 12 and sorted(rows.values()) == [0, 12]
+    board = client.get(reverse("classroom:session_detail", args=[participant.session.pk]))
+    assert "analysed on each student&#x27;s device" in board.content.decode()
 
     server_session = ClassSessionFactory(live=True, teacher=teacher)
     response = client.get(reverse("classroom:session_report", args=[server_session.pk]))
