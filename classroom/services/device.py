@@ -18,7 +18,7 @@ import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
@@ -38,7 +38,7 @@ from classroom.choices import (
 from classroom.models import FaceObservation, FrameResult, Participant, TimelineBucket, Track
 from classroom.services.errors import FrameRejected
 from classroom.services.rate_limit import address_byte_budget, frame_rate_limiter
-from classroom.services.results import face_observation
+from classroom.services.results import face_observation, ms_to_datetime
 from classroom.services.timeline import frame_counts
 from classroom.services.tracks import _update_tracks, step_tracks
 from classroom.tracking import max_age_s
@@ -165,10 +165,6 @@ def peek_device_seq(text: str) -> int | None:
     return seq if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq < 2**32 else None
 
 
-def _ms_to_datetime(ms: float | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000.0, tz=UTC)
-
-
 def record_device_batch(items: list[DeviceItem]) -> list[tuple[int, int, int]]:
     """Count and record a batch of numbers messages in ONE transaction.
 
@@ -234,13 +230,13 @@ def record_device_batch(items: list[DeviceItem]) -> list[tuple[int, int, int]]:
                 item.result, with_expressions=session.analysis != AnalysisMode.ATTENTION
             )
             observations = [face_observation(i, face) for i, face in enumerate(payload.faces)]
-            arrived = _ms_to_datetime(item.received_at_ms) or now
+            arrived = ms_to_datetime(item.received_at_ms) or now
             counter[3] += 1  # frames_analysed
             frames.append(
                 FrameResult(
                     participant=participant,
                     seq=counter[0],
-                    captured_at=_ms_to_datetime(item.captured_at_ms),
+                    captured_at=ms_to_datetime(item.captured_at_ms),
                     received_at=arrived,
                     analysed_at=now,
                     face_count=len(observations),

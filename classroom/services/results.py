@@ -26,7 +26,7 @@ from contracts import FRAME_DROP_REASONS, FacePayload, FrameResultPayload
 logger = logging.getLogger(__name__)
 
 
-def _ms_to_datetime(ms) -> datetime | None:
+def ms_to_datetime(ms) -> datetime | None:
     """Milliseconds since the Unix epoch to an aware UTC datetime; ``None`` if absent/invalid."""
     if ms is None or isinstance(ms, bool):
         return None
@@ -129,7 +129,7 @@ def record_frame_result(
     frame_key = seq if key is None else int(key)
 
     analysed_at = timezone.now()
-    arrived_at = _ms_to_datetime(received_at) or analysed_at
+    arrived_at = ms_to_datetime(received_at) or analysed_at
     try:
         with transaction.atomic():
             # The counter UPDATE also takes the participant's row lock, which serialises
@@ -150,7 +150,7 @@ def record_frame_result(
             frame = FrameResult.objects.create(
                 participant=participant,
                 seq=frame_key,
-                captured_at=_ms_to_datetime(captured_at),
+                captured_at=ms_to_datetime(captured_at),
                 received_at=arrived_at,
                 analysed_at=analysed_at,
                 face_count=len(observations),
