@@ -21,7 +21,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from django.conf import settings
 
 from classroom import events, realtime, selectors, services
-from classroom.choices import SessionStatus, StreamSource
+from classroom.choices import FrameErrorCode, SessionStatus, StreamSource
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +69,17 @@ class DeviceBatchWriter:
 
     max_wait_s = 0.05
     max_batch = 500
+    max_queue = 20_000
+    """Items waiting at most: 40 s of 500 students' messages. Past it (the database has stalled)
+    :meth:`full` says so and the socket refuses messages rather than growing without bound."""
 
     def __init__(self) -> None:
         self._items: list = []
         self._task: asyncio.Task | None = None
+
+    def full(self) -> bool:
+        """Whether :attr:`max_queue` items are waiting."""
+        return len(self._items) >= self.max_queue
 
     def submit(self, item) -> None:
         """Queue one ``services.DeviceItem``; call from the event loop."""
@@ -118,9 +125,10 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
     face-detection settings; any other value is refused: the socket is accepted and closed with
     code 4400 (``events.CLOSE_BAD_REQUEST``) and a reason naming the allowed values. Rejected
     frames get an ``error`` reply and the socket stays open. A text message is an on-device
-    session's numbers (``services.accept_device_analysis``); in a session analysed on the server
-    it gets ``text_not_supported``, and a picture in an on-device session without server
-    fallback gets ``pictures_not_accepted``. The socket also joins
+    session's numbers (``services.check_device_message``, then recorded in batches by
+    :class:`DeviceBatchWriter`); in a session analysed on the server it gets
+    ``text_not_supported``, and a picture in an on-device session without server fallback gets
+    ``pictures_not_accepted``. The socket also joins
     ``realtime.participant_group(id)`` to receive ``frame.result`` (forwarded as ``result``),
     ``session.ended`` (forwarded, then closed with code 4000), ``participant.left`` (the student
     left: forwarded, then closed with 4001) and ``stream.replaced``: one socket per participant,
@@ -217,6 +225,15 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
         received_ms = time.time() * 1000.0
         stream = await self._stream_session()
         writer = device_writer()
+        if writer.full():
+            await self._send_json(
+                events.error_message(
+                    services.peek_device_seq(text),
+                    FrameErrorCode.RATE_LIMITED,
+                    "The server is busy recording; this analysis was skipped.",
+                )
+            )
+            return
         try:
             message = services.check_device_message(
                 stream, text, client_address=self.client_address
@@ -243,9 +260,14 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
         :data:`SESSION_STATUS_TTL_S` old (one read per session and interval in the process)."""
         stream = self.stream
         status, read_at = _session_status.get(stream.session_id, (None, 0.0))
-        if status is None or time.monotonic() - read_at > SESSION_STATUS_TTL_S:
+        now = time.monotonic()
+        if status is None or now - read_at > SESSION_STATUS_TTL_S:
             status = await database_sync_to_async(selectors.session_status)(stream.session_id)
-            _session_status[stream.session_id] = (status, time.monotonic())
+            if len(_session_status) > 1000:  # forget sessions not asked about for a minute
+                for key, (_, at) in list(_session_status.items()):
+                    if now - at > 60.0:
+                        del _session_status[key]
+            _session_status[stream.session_id] = (status, now)
         return dataclasses.replace(stream, status=status or SessionStatus.ENDED)
 
     async def frame_result(self, event: dict) -> None:

@@ -4,12 +4,13 @@ A browser that analyses its own frames sends one small JSON message per frame
 (:mod:`contracts.device`). Checking it needs no database (:func:`check_device_message`: the
 session as the socket saw it, the in-memory rate limits, the schema), so the stream socket
 answers at once; the accepted messages of every socket of the web process are then recorded
-together, a batch every few tens of milliseconds (:func:`record_device_batch`), because one
-transaction per message costs about 15 ms (``accept``-and-``record_frame_result`` per message,
-timed in one process against PostgreSQL on a 2-core Intel Xeon): one web process then keeps up
-with some 50 students at one message per second. The rows are the same as ``record_frame_result`` writes for a
-worker's result (tests check they are identical): frames keyed by the participant's message
-count, tracks and smoothing, faces, timeline buckets and counters.
+together, a batch every few tens of milliseconds (:func:`record_device_batch`). One transaction
+per message (counting it, then ``record_frame_result``) cost 15 ms per message, timed in one
+process against PostgreSQL on a 2-core Intel Xeon, and one web process kept up with about 50
+students; a batch of 500 costs 0.7 ms per message, and one web process holds 500 students
+(``deploy/load-test.sh --on-device``). The rows are the ones ``record_frame_result`` writes
+for a worker's result (a test checks they are identical): frames keyed by the participant's
+message count, tracks and smoothing, faces, timeline buckets and counters.
 """
 
 from __future__ import annotations
@@ -75,8 +76,7 @@ class DeviceItem:
 
     Attributes:
         participant_id: ``Participant.pk``.
-        seq: the client's frame counter (what the student's ``result`` message names), or
-            ``None`` for a rejected message without one.
+        seq: the client's frame counter, or ``None`` for a rejected message without one.
         result: the worker's result dict (``contracts.DeviceAnalysis.result``), or ``None``.
         captured_at_ms: client capture time, ms since the Unix epoch, or ``None``.
         received_at_ms: server arrival time, ms since the Unix epoch.

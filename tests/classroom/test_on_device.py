@@ -417,3 +417,23 @@ def test_a_batch_records_the_same_rows_as_one_result_at_a_time():
     batched.refresh_from_db()
     one.refresh_from_db()
     assert (batched.device_analyses, one.frames_rejected) == (18, 1)
+
+
+def test_a_stalled_recorder_refuses_messages_instead_of_queueing_without_bound(monkeypatch):
+    from classroom.consumers import DeviceBatchWriter
+
+    monkeypatch.setattr(DeviceBatchWriter, "max_queue", 0)
+    participant = on_device_participant()
+    headers = student_headers(participant.pk)
+
+    async def scenario():
+        student = await open_student(headers)
+        await student.send_to(text_data=analysis(4))
+        reply = await student.receive_json_from()
+        await student.disconnect()
+        return reply
+
+    reply = run(scenario)
+    assert (reply["type"], reply["code"], reply["seq"]) == ("error", "rate_limited", 4)
+    assert "busy" in reply["message"]
+    assert not FrameResult.objects.exists()

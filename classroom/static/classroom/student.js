@@ -197,14 +197,6 @@
 
   function start(source) {
     stop();
-    if (analysingHere() && !state.analyser) {
-      el.webcam.disabled = el.screen.disabled = true;
-      loadAnalyser().then(function () { start(source); }, function (err) {
-        onDeviceUnavailable(source, err);
-        render();
-      });
-      return;
-    }
     var request = source === 'screen'
       ? media.getDisplayMedia({ video: true, audio: false })
       : media.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
@@ -229,6 +221,15 @@
       openSocket();
       state.timer = window.setInterval(captureAndSend, intervalMs);
       render();
+      // The models load after the camera or screen was granted (a screen share must be asked
+      // for within the click); nothing is sent before they are ready.
+      if (analysingHere() && !state.analyser) {
+        loadAnalyser().then(function () { captureAndSend(); render(); }, function (err) {
+          stop();
+          onDeviceUnavailable(source, err);
+          render();
+        });
+      }
     }).catch(function (err) {
       var name = err && err.name;
       showError(name === 'NotAllowedError'
@@ -267,6 +268,7 @@
     var video = el.video;
     if (!socket || socket.readyState !== WebSocket.OPEN || state.encoding) { return; }
     if (socket.bufferedAmount > MAX_BUFFERED_BYTES || !video.videoWidth || !state.pictureReady) { return; }
+    if (analysingHere() && !state.analyser) { return; }  // the models are still loading
     var maxWidth = config.max_width_px[state.source] || 640;
     // The longer side, so that a portrait screen stays within what the server accepts too.
     var scale = Math.min(1, maxWidth / Math.max(video.videoWidth, video.videoHeight));
