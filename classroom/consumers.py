@@ -88,7 +88,7 @@ class DeviceBatchWriter:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def flush(self) -> None:
-        """Wait until every queued item is recorded (tests, shutdown)."""
+        """Wait until every queued item is recorded (the tests read the rows after it)."""
         while self._task is not None and not self._task.done():
             await asyncio.shield(self._task)
 

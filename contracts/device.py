@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
 from contracts.labels import EXPRESSIONS
 from contracts.names import QUALITY_ISSUES
 from contracts.pipeline import is_attentive
-from contracts.results import ContractError
+from contracts.results import ContractError, _finite
 
 MESSAGE_TYPE = "analysis"
 """The ``type`` of the numbers message."""
@@ -81,10 +80,8 @@ class DeviceAnalysis:
 
 
 def _number(value: Any, what: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ContractError(f"{what} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or not low <= value <= high:
+    value = _finite(value, what)
+    if not low <= value <= high:
         raise ContractError(f"{what} must be in [{low:g}, {high:g}], got {value!r}")
     return value
 

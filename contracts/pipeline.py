@@ -59,7 +59,9 @@ ATTENTIVE_MAX_PITCH_DEG: float = 25.0
 
 def is_attentive(yaw_deg: float, pitch_deg: float) -> bool:
     """Whether a head pose counts as facing the screen: ``|yaw| <= ATTENTIVE_MAX_YAW_DEG`` and
-    ``|pitch| <= ATTENTIVE_MAX_PITCH_DEG`` (degrees, both limits inclusive)."""
+    ``|pitch| <= ATTENTIVE_MAX_PITCH_DEG`` (degrees, both limits inclusive). The one rule: the
+    worker (``inference_worker.headpose``) and the on-device intake (``contracts.device``) call
+    it."""
     return abs(yaw_deg) <= ATTENTIVE_MAX_YAW_DEG and abs(pitch_deg) <= ATTENTIVE_MAX_PITCH_DEG
 
 

@@ -63,6 +63,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from contracts import pipeline
+from contracts.pipeline import is_attentive
 
 __all__ = [
     "ATTENTIVE_MAX_PITCH_DEG",
@@ -125,24 +126,6 @@ class HeadPose:
     yaw_deg: float
     pitch_deg: float
     attentive: bool
-
-
-def is_attentive(
-    yaw_deg: float,
-    pitch_deg: float,
-    *,
-    max_yaw_deg: float = ATTENTIVE_MAX_YAW_DEG,
-    max_pitch_deg: float = ATTENTIVE_MAX_PITCH_DEG,
-) -> bool:
-    """Whether a head pose counts as facing the screen (both limits inclusive).
-
-    Args:
-        yaw_deg: yaw in degrees.
-        pitch_deg: pitch in degrees.
-        max_yaw_deg: limit for ``|yaw|``, default :data:`ATTENTIVE_MAX_YAW_DEG`.
-        max_pitch_deg: limit for ``|pitch|``, default :data:`ATTENTIVE_MAX_PITCH_DEG`.
-    """
-    return abs(yaw_deg) <= max_yaw_deg and abs(pitch_deg) <= max_pitch_deg
 
 
 def estimate_head_pose(keypoints: Sequence[Sequence[float]] | np.ndarray | None) -> HeadPose | None:

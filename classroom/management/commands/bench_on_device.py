@@ -227,8 +227,7 @@ class Command(BaseCommand):
                 code = (await watcher.session(session_id))["join_code"]
                 student = SimulatedStudent(base_url, code, "Benchmark", timeout=timeout)
                 await student.join()
-            cookies = {name: value for name, value in student.client.cookies.items()}
-            return cookies
+            return dict(student.client.cookies.items())
         finally:
             for client in (student, watcher):
                 if client is not None:
