@@ -161,11 +161,12 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
         realtime.remember_loop()
         participant = await self._participant()
         source = stream_source(self.scope.get("query_string", b""))
-        await self.accept()
         if participant is None:
+            await self.accept()
             await self.close(code=events.CLOSE_FORBIDDEN)
             return
         if source is None:
+            await self.accept()
             await self.close(
                 code=events.CLOSE_BAD_REQUEST,
                 reason=f"source must be one of: {', '.join(StreamSource.values)}",
@@ -182,14 +183,21 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
             frame_interval_s=session.frame_interval_s,
             expressions=await database_sync_to_async(selectors.expressions_on)(session),
         )
-        _session_status[session.pk] = (session.status, time.monotonic())
         self.group = realtime.participant_group(participant.pk)
         # Older sockets of this participant close; this one joins the group after telling them.
         await self.channel_layer.group_send(
             self.group, {"type": events.STREAM_REPLACED, "keep": self.channel_name}
         )
         await self.channel_layer.group_add(self.group, self.channel_name)
-        if participant.session.status == SessionStatus.ENDED:
+        # The status is read after joining the group: a session that ended before this read is
+        # seen here, one that ends after it tells this socket (``session.ended``). Read before
+        # joining, an end in between would reach neither. Accepting last means a client whose
+        # handshake completed is already in the group.
+        status = await database_sync_to_async(selectors.session_status)(session.pk)
+        _session_status[session.pk] = (status, time.monotonic())
+        self.stream = dataclasses.replace(self.stream, status=status or SessionStatus.ENDED)
+        await self.accept()
+        if self.stream.status == SessionStatus.ENDED:
             await self.session_ended({"type": events.SESSION_ENDED})
 
     async def disconnect(self, code) -> None:

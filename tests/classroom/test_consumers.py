@@ -334,6 +334,34 @@ def test_student_is_told_when_the_session_ends():
     run(scenario)
 
 
+def test_a_session_ending_while_the_student_connects_still_reaches_the_student(monkeypatch):
+    """The session ends after the socket read its participant but before it joined its group:
+    the notification reaches no socket, so the socket must see the end in its own later read."""
+    participant = ParticipantFactory()
+    session = participant.session
+    headers = student_headers(participant.pk)
+    expressions_on = selectors.expressions_on
+
+    def end_meanwhile(class_session):
+        fresh = type(class_session).objects.get(pk=class_session.pk)  # as another process would
+        services.end_session(fresh, by=fresh.teacher)
+        return expressions_on(class_session)
+
+    monkeypatch.setattr(selectors, "expressions_on", end_meanwhile)
+
+    async def scenario():
+        student = WebsocketCommunicator(APP, "/ws/stream/", headers=headers)
+        connected, _ = await student.connect()
+        assert connected
+        assert await student.receive_json_from(timeout=2) == {"type": "session.ended"}
+        await expect_close(student, 4000)
+        await student.disconnect()
+
+    run(scenario)
+    session.refresh_from_db()
+    assert session.status == "ended"
+
+
 # --- teacher dashboard --------------------------------------------------------------------------
 
 
