@@ -175,14 +175,7 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
         self.source = source
         self.participant_id = participant.pk
         session = participant.session
-        self.stream = services.StreamSession(
-            participant_id=participant.pk,
-            session_id=session.pk,
-            status=session.status,
-            analysis_site=session.analysis_site,
-            frame_interval_s=session.frame_interval_s,
-            expressions=await database_sync_to_async(selectors.expressions_on)(session),
-        )
+        expressions = await database_sync_to_async(selectors.expressions_on)(session)
         self.group = realtime.participant_group(participant.pk)
         # Older sockets of this participant close; this one joins the group after telling them.
         await self.channel_layer.group_send(
@@ -195,7 +188,14 @@ class StudentStreamConsumer(AsyncWebsocketConsumer):
         # handshake completed is already in the group.
         status = await database_sync_to_async(selectors.session_status)(session.pk)
         _session_status[session.pk] = (status, time.monotonic())
-        self.stream = dataclasses.replace(self.stream, status=status or SessionStatus.ENDED)
+        self.stream = services.StreamSession(
+            participant_id=participant.pk,
+            session_id=session.pk,
+            status=status or SessionStatus.ENDED,
+            analysis_site=session.analysis_site,
+            frame_interval_s=session.frame_interval_s,
+            expressions=expressions,
+        )
         await self.accept()
         if self.stream.status == SessionStatus.ENDED:
             await self.session_ended({"type": events.SESSION_ENDED})

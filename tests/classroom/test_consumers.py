@@ -20,7 +20,9 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.test import Client
 
 from classroom import realtime, selectors, services
+from classroom.choices import SessionStatus
 from classroom.consumers import stream_source
+from classroom.models import ClassSession
 from classroom.routing import websocket_urlpatterns
 from tests.classroom.factories import (
     AdminFactory,
@@ -343,7 +345,7 @@ def test_a_session_ending_while_the_student_connects_still_reaches_the_student(m
     expressions_on = selectors.expressions_on
 
     def end_meanwhile(class_session):
-        fresh = type(class_session).objects.get(pk=class_session.pk)  # as another process would
+        fresh = ClassSession.objects.get(pk=class_session.pk)  # as another process would
         services.end_session(fresh, by=fresh.teacher)
         return expressions_on(class_session)
 
@@ -359,7 +361,7 @@ def test_a_session_ending_while_the_student_connects_still_reaches_the_student(m
 
     run(scenario)
     session.refresh_from_db()
-    assert session.status == "ended"
+    assert session.status == SessionStatus.ENDED  # the end really fell inside the connect
 
 
 # --- teacher dashboard --------------------------------------------------------------------------
