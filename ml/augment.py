@@ -20,10 +20,30 @@ occlusion                      1-2 patches of 15-40% of the side, random fill   
 =============================  ==================================================  ===========
 
 About one face in eight comes out with no photometric change at all (0.5 x 0.7 x 0.8 x
-0.7 x 0.75 x 0.8), so clean accuracy is
-still trained for. The suite's own test images are never seen in training (PrivateTest), but the
-suite measures the same families with the same library, so it is a check of coverage, not an
-independent test; the shared classroom media and the outside sets are the independent ones.
+0.7 x 0.75 x 0.8), so clean accuracy is still trained for. The suite's own test images are
+never seen in training (PrivateTest), but the suite measures the same families with the same
+library, so it is a check of coverage, not an independent test; the shared classroom media and
+the outside sets are the independent ones.
+
+``variant="robust-v2"`` (``--augment robust-v2``) changes three rows, aimed at the three
+middle-severity corruptions the first shipped student read under 60% (a dim noisy face 59.1%,
+defocus r=3 57.6%, a 16-px face 58.0%, PrivateTest):
+
+=============================  ==================================================  ===========
+step                           range                                                probability
+=============================  ==================================================  ===========
+dim sensor (new, after light)  intensity x0.2-0.6, then Gaussian noise σ 0.02-0.07  0.2
+blur (one of)                  defocus r 1-4 (half), motion, Gaussian (a quarter)  0.4
+far face                       shrink to 10-36 px wide and scale back up            0.3
+=============================  ==================================================  ===========
+
+A dim room is dark *and* noisy at once (the camera's gain amplifies sensor noise), which the
+first pipeline drew only by chance (light x noise, 0.5 x 0.3, and mostly not dim enough);
+rescaling a dim face to normal contrast before the network does not help (PublicTest, the
+shipped student, low light x0.35 σ=0.04: 58.8% as is, 58.4% rescaled to FER2013's mean
+brightness and contrast), so the network has to see the noise. About one face in fourteen
+comes out of ``robust-v2`` with no photometric change (0.5 x 0.8 x 0.6 x 0.7 x 0.7 x 0.75 x
+0.8).
 
 :func:`augment_batch` applies the pipeline to a batch; :func:`tf_augment` wraps that for a
 ``tf.data`` pipeline (``tf.numpy_function``; albumentations and OpenCV release the GIL, so a
@@ -36,20 +56,42 @@ import numpy as np
 
 from ml.robustness import import_albumentations
 
+VARIANTS: tuple[str, ...] = ("robust", "robust-v2")
+"""The pipelines :func:`robust_augmentation` builds (the module docstring's two tables)."""
 
-def robust_augmentation(seed: int | None = None):
-    """The training pipeline of the module docstring's table.
+
+def robust_augmentation(seed: int | None = None, variant: str = "robust"):
+    """The training pipeline of the module docstring's tables.
 
     Args:
         seed: seed of the pipeline's random state (``None``: unseeded).
+        variant: one of :data:`VARIANTS`.
 
     Returns:
         An ``albumentations.Compose`` taking ``image=`` a gray ``uint8`` ``(48, 48)`` array and
         returning a ``uint8`` array of the same shape.
+
+    Raises:
+        ValueError: ``variant`` is not one of :data:`VARIANTS`.
     """
     import cv2
 
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    v2 = variant == "robust-v2"
     A = import_albumentations()  # noqa: N806
+    dim_sensor = [
+        A.Sequential(
+            [
+                # out = img * (1 + c): c in -0.8..-0.4 is intensity x0.2..0.6
+                A.RandomBrightnessContrast(
+                    brightness_limit=(0.0, 0.0), contrast_limit=(-0.8, -0.4), p=1.0
+                ),
+                A.GaussNoise(std_range=(0.02, 0.07), p=1.0),
+            ],
+            p=0.2,
+        )
+    ]
     return A.Compose(
         [
             A.HorizontalFlip(p=0.5),
@@ -70,18 +112,20 @@ def robust_augmentation(seed: int | None = None):
                 ],
                 p=0.5,
             ),
+            *(dim_sensor if v2 else []),
             A.OneOf(
                 [
+                    # OneOf draws a child with probability proportional to its p
                     A.Defocus(radius=(1, 4), alias_blur=(0.1, 0.3), p=1.0),
-                    A.MotionBlur(blur_limit=(3, 9), allow_shifted=False, p=1.0),
-                    A.GaussianBlur(sigma_limit=(0.5, 1.5), blur_limit=0, p=1.0),
+                    A.MotionBlur(blur_limit=(3, 9), allow_shifted=False, p=0.5 if v2 else 1.0),
+                    A.GaussianBlur(sigma_limit=(0.5, 1.5), blur_limit=0, p=0.5 if v2 else 1.0),
                 ],
-                p=0.3,
+                p=0.4 if v2 else 0.3,
             ),
             A.Downscale(
                 scale_range=(10 / 48, 36 / 48),
                 interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR},
-                p=0.2,
+                p=0.3 if v2 else 0.2,
             ),
             A.GaussNoise(std_range=(0.01, 0.07), p=0.3),
             A.ImageCompression(compression_type="jpeg", quality_range=(8, 60), p=0.25),
@@ -125,15 +169,16 @@ def augment_batch(pipeline, images: np.ndarray) -> np.ndarray:
     return out
 
 
-def tf_augment(seed: int):
+def tf_augment(seed: int, variant: str = "robust"):
     """A ``tf.data`` map function: a ``uint8`` ``(B, 48, 48, 1)`` batch -> augmented float32.
 
-    Each call of the returned function draws from one seeded pipeline, so a run is repeatable
-    up to the order in which parallel map calls reach it.
+    Each call of the returned function draws from one seeded pipeline (``variant``, see
+    :func:`robust_augmentation`), so a run is repeatable up to the order in which parallel map
+    calls reach it.
     """
     import tensorflow as tf
 
-    pipeline = robust_augmentation(seed)
+    pipeline = robust_augmentation(seed, variant)
 
     def run(batch: np.ndarray) -> np.ndarray:
         return augment_batch(pipeline, batch)
@@ -146,4 +191,4 @@ def tf_augment(seed: int):
     return fn
 
 
-__all__ = ["augment_batch", "robust_augmentation", "tf_augment"]
+__all__ = ["VARIANTS", "augment_batch", "robust_augmentation", "tf_augment"]

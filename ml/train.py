@@ -79,9 +79,9 @@ class TrainConfig:
         swa_start_epoch: first epoch (1-based) whose end-of-epoch weights enter the stochastic
             weight average; 0 disables SWA.
         swa_lr: constant learning rate from ``swa_start_epoch`` on (default ``lr / 10``).
-        augment: ``"basic"`` (flip, small rotation/shift/zoom, mild light: :func:`augmenter`)
-            or ``"robust"`` (:func:`ml.augment.robust_augmentation`: the classroom
-            degradations).
+        augment: ``"basic"`` (flip, small rotation/shift/zoom, mild light: :func:`augmenter`),
+            ``"robust"`` or ``"robust-v2"`` (:func:`ml.augment.robust_augmentation`: the
+            classroom degradations; v2 draws dim noisy faces, defocus and far faces more).
         ferplus_drop_unusable: with ``ferplus``, leave out the Training faces whose FER+
             majority vote is "not a face" or "unknown" (:func:`ml.datasets.ferplus_unusable`).
         teacher: a trained model file whose logits on the clean Training and PublicTest faces
@@ -196,7 +196,7 @@ def _dataset(x, y, w, batch_size: int, *, train: bool, seed: int, augment: str =
     """A ``tf.data`` pipeline; training batches are shuffled and augmented.
 
     ``x`` is ``float32`` in ``[0, 1]`` for ``augment="basic"`` and validation, ``uint8`` for
-    ``augment="robust"`` (albumentations works on 8-bit images).
+    the albumentations pipelines (``"robust"``, ``"robust-v2"``: they work on 8-bit images).
     """
     import tensorflow as tf
 
@@ -204,10 +204,10 @@ def _dataset(x, y, w, batch_size: int, *, train: bool, seed: int, augment: str =
     if train:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size, drop_remainder=True)
-        if augment == "robust":
+        if augment in ROBUST_AUGMENTATIONS:
             from ml.augment import tf_augment
 
-            robust = tf_augment(seed)
+            robust = tf_augment(seed, augment)
             ds = ds.map(
                 lambda xb, yb, wb: (robust(xb), yb, wb), num_parallel_calls=tf.data.AUTOTUNE
             )
@@ -222,7 +222,11 @@ def _dataset(x, y, w, batch_size: int, *, train: bool, seed: int, augment: str =
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-AUGMENTATIONS: tuple[str, ...] = ("basic", "robust")
+ROBUST_AUGMENTATIONS: tuple[str, ...] = ("robust", "robust-v2")
+"""The albumentations pipelines (``ml.augment.VARIANTS``, kept here so that a ``basic`` run
+does not import albumentations); a test checks the two lists agree."""
+
+AUGMENTATIONS: tuple[str, ...] = ("basic", *ROBUST_AUGMENTATIONS)
 """Values of ``TrainConfig.augment``."""
 
 
@@ -468,7 +472,7 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
         y_va = pack_targets(y_va, logits["PublicTest"])
     cw = class_weights(tr.labels, config.class_weight_power)
     w_tr = cw[tr.labels]
-    x_train_input = tr.images[..., None] if config.augment == "robust" else x_tr
+    x_train_input = tr.images[..., None] if config.augment in ROBUST_AUGMENTATIONS else x_tr
     train_ds = _dataset(
         x_train_input,
         y_tr,
@@ -737,7 +741,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         "--augment",
         choices=AUGMENTATIONS,
         default=d.augment,
-        help="basic (flip, small rotation/shift/zoom/light) or robust (classroom degradations)",
+        help="basic (flip, small rotation/shift/zoom/light), robust (classroom degradations) "
+        "or robust-v2 (more dim noisy faces, defocus and far faces)",
     )
     p.add_argument(
         "--ferplus-drop-unusable",

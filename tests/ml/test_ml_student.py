@@ -58,6 +58,52 @@ def test_augmentation_covers_dim_light_blur_and_far_faces():
     assert (np.abs(means - face.mean() / 255) < 0.02).mean() > 0.05  # some keep their light
 
 
+def test_robust_v2_draws_dim_noisy_faces_more_often_than_robust():
+    """A flat gray face stays flat under every step but light, noise and occlusion, so a dim
+    face with pixel spread is a dim *and* noisy draw (or an occluded dim one)."""
+    from ml.augment import augment_batch, robust_augmentation
+
+    flat = np.full((800, 48, 48), 160, np.uint8)
+
+    def dim_noisy_share(variant: str) -> float:
+        out = augment_batch(robust_augmentation(seed=7, variant=variant), flat)[..., 0]
+        dim = out.mean(axis=(1, 2)) < 0.6 * 160 / 255
+        return float((dim & (out.std(axis=(1, 2)) > 0.015)).mean())
+
+    first, second = dim_noisy_share("robust"), dim_noisy_share("robust-v2")
+    assert second > 0.1 and second > 2 * first
+
+
+def test_robust_augmentation_names_its_variants():
+    from ml.augment import VARIANTS, robust_augmentation
+    from ml.train import ROBUST_AUGMENTATIONS
+
+    assert ROBUST_AUGMENTATIONS == VARIANTS
+    with pytest.raises(ValueError, match="robust-v2"):
+        robust_augmentation(seed=0, variant="robust-v3")
+
+
+def test_training_input_runs_the_chosen_variant():
+    """``--augment robust-v2`` reaches the tf.data pipeline: with the same seed and faces, the
+    same variant gives the same batch twice and the other variant a different one."""
+    from ml.train import _dataset
+
+    images, labels = synthetic_faces(32, seed=4)
+    weights = np.ones(len(labels), np.float32)
+
+    def first_batch(variant: str) -> np.ndarray:
+        ds = _dataset(images[..., None], labels, weights, 32, train=True, seed=3, augment=variant)
+        x, _, _ = next(iter(ds))
+        return np.asarray(x)
+
+    v1, v2 = first_batch("robust"), first_batch("robust-v2")
+    for x in (v1, v2):
+        assert x.dtype == np.float32 and x.shape == (32, 48, 48, 1)
+        assert 0.0 <= x.min() and x.max() <= 1.0
+    np.testing.assert_array_equal(first_batch("robust-v2"), v2)
+    assert not np.array_equal(v1, v2)
+
+
 # --- distillation --------------------------------------------------------------------------------
 
 
