@@ -281,29 +281,32 @@ def redimension_model(data: bytes, rows: int, cols: int, side: int) -> bytes:
     """
     if (rows, cols) == (side, side):
         return data
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    from ml.litert_flatbuffer import rewrite_tflite
+
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    changed = False
-    for graph in model.subgraphs:
-        for op in graph.operators:
-            code = model.operatorCodes[op.opcodeIndex]
-            if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) != "RESIZE_BILINEAR":
-                continue
-            buffer = model.buffers[graph.tensors[op.inputs[1]].buffer]
-            h, w = np.frombuffer(bytes(bytearray(buffer.data)), dtype="<i4")
-            if (h * rows) % side or (w * cols) % side:
-                raise ValueError(f"a {h}x{w} up-sampling does not fit a {cols}x{rows} input")
-            size = np.array([h * rows // side, w * cols // side], dtype="<i4")
-            buffer.data = np.frombuffer(size.tobytes(), dtype=np.uint8)
-            changed = True
-    if not changed:
-        return data
-    builder = flatbuffers.Builder(len(data) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+
+    def edit(model) -> bool:
+        changed = False
+        for graph in model.subgraphs:
+            for op in graph.operators:
+                code = model.operatorCodes[op.opcodeIndex]
+                if (
+                    names.get(max(code.builtinCode, code.deprecatedBuiltinCode))
+                    != "RESIZE_BILINEAR"
+                ):
+                    continue
+                buffer = model.buffers[graph.tensors[op.inputs[1]].buffer]
+                h, w = np.frombuffer(bytes(bytearray(buffer.data)), dtype="<i4")
+                if (h * rows) % side or (w * cols) % side:
+                    raise ValueError(f"a {h}x{w} up-sampling does not fit a {cols}x{rows} input")
+                size = np.array([h * rows // side, w * cols // side], dtype="<i4")
+                buffer.data = np.frombuffer(size.tobytes(), dtype=np.uint8)
+                changed = True
+        return changed
+
+    return rewrite_tflite(data, edit)
 
 
 def weighted_nms(

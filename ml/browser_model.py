@@ -39,30 +39,28 @@ def fix_batch(data: bytes, batch: int = 1) -> bytes:
     """
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    import flatbuffers
     import numpy as np
-    from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    changed = False
-    for graph in model.subgraphs:
-        for tensor in graph.tensors:
-            signature = tensor.shapeSignature
-            if signature is None or len(signature) == 0 or signature[0] != -1:
-                continue
-            fixed = np.array(signature, dtype=np.int32)
-            fixed[0] = batch
-            tensor.shapeSignature = fixed
-            if tensor.shape is not None and len(tensor.shape):
-                shape = np.array(tensor.shape, dtype=np.int32)
-                shape[0] = batch
-                tensor.shape = shape
-            changed = True
-    if not changed:
-        return data
-    builder = flatbuffers.Builder(len(data) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    from ml.litert_flatbuffer import rewrite_tflite
+
+    def edit(model) -> bool:
+        changed = False
+        for graph in model.subgraphs:
+            for tensor in graph.tensors:
+                signature = tensor.shapeSignature
+                if signature is None or len(signature) == 0 or signature[0] != -1:
+                    continue
+                fixed = np.array(signature, dtype=np.int32)
+                fixed[0] = batch
+                tensor.shapeSignature = fixed
+                if tensor.shape is not None and len(tensor.shape):
+                    shape = np.array(tensor.shape, dtype=np.int32)
+                    shape[0] = batch
+                    tensor.shape = shape
+                changed = True
+        return changed
+
+    return rewrite_tflite(data, edit)
 
 
 def browser_copy_path(model: Path) -> Path:
