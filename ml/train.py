@@ -716,6 +716,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--mixed-precision", choices=["auto", "off"], default=d.mixed_precision)
     p.add_argument("--limit", type=int, default=None, help="read only this many csv rows")
     p.add_argument("--width", type=float, default=None, help="cnn channel multiplier")
+    p.add_argument(
+        "--dropout",
+        type=float,
+        default=None,
+        help="dropout rate of the model (default 0.3; the cnn halves it in stages 1-2)",
+    )
     p.add_argument("--weights", default=None, help="resnet50: imagenet (downloads) or none")
     p.add_argument(
         "--input-size",
@@ -765,6 +771,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     kwargs = {}
     if a.width is not None:
         kwargs["width"] = a.width
+    if a.dropout is not None:
+        if not 0.0 <= a.dropout < 1.0:
+            p.error(f"--dropout must be in [0, 1), got {a.dropout}")
+        kwargs["dropout"] = a.dropout
     if a.weights and a.weights != "none":
         kwargs["weights"] = a.weights
     if a.input_size is not None:

@@ -99,6 +99,20 @@ def test_parse_args_builds_config():
     assert cfg.model_kwargs == {"width": 0.25}
     cfg, _ = parse_args(["--arch", "resnet50", "--input-size", "64"])
     assert cfg.model_kwargs == {"input_size": 64}
+    cfg, _ = parse_args(["--width", "0.4375", "--dropout", "0.1"])
+    assert cfg.model_kwargs == {"width": 0.4375, "dropout": 0.1}
+
+
+def test_dropout_reaches_the_model_and_is_range_checked(capsys):
+    from ml.models import build_model
+
+    cfg, _ = parse_args(["--width", "0.25", "--dropout", "0.1"])
+    model = build_model(cfg.arch, **cfg.model_kwargs)
+    rates = {layer.name: layer.rate for layer in model.layers if hasattr(layer, "rate")}
+    assert rates["fc_drop"] == pytest.approx(0.1) and rates["s1_drop"] == pytest.approx(0.05)
+    with pytest.raises(SystemExit):
+        parse_args(["--dropout", "1.0"])
+    assert "--dropout must be in [0, 1)" in capsys.readouterr().err
 
 
 def test_input_size_is_refused_for_the_cnn(capsys):
