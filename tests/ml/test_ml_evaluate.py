@@ -255,3 +255,16 @@ def test_cli_select_tta_views_uses_public_test_only(tmp_path, tiny_csv, exported
     assert accs == sorted(accs, reverse=True) and len(accs) == 5
     assert main([*args, "--select-tta-views", "0", "--out", str(out), "--no-progress"]) == 2
     assert "k must be in 1..12" in capsys.readouterr().err
+
+
+def test_cli_fit_logit_bias_honours_the_recall_floor(tmp_path, tiny_csv, exported_tiny, capsys):
+    args = [str(exported_tiny[0] / "expression_cnn.tflite"), "--data", str(tiny_csv)]
+    args += ["--fit-logit-bias", "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main([*args, "--recall-floor", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "angry and neutral recall >= 0%" in out and "--logit-bias" in out
+    # The floor reaches the fit: the tiny model cannot keep 95% recall of both classes.
+    assert main([*args, "--recall-floor", "0.95"]) == 2
+    assert "meet the recall floors {0: 0.95, 6: 0.95}" in capsys.readouterr().err
+    assert main([*args, "--recall-floor", "1.5"]) == 2
+    assert "--recall-floor must be in [0, 1]" in capsys.readouterr().err
