@@ -478,7 +478,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="load .keras models with Lambda layers (only for files you trust)",
     )
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if not 0.0 <= a.recall_floor <= 1.0:
+        p.error(f"--recall-floor must be in [0, 1], got {a.recall_floor}")
+    return a
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -550,9 +553,6 @@ def main(argv: list[str] | None = None) -> int:
     if a.fit_logit_bias:
         from ml.calibration import fit_logit_bias
 
-        if not 0.0 <= a.recall_floor <= 1.0:
-            print(f"error: --recall-floor must be in [0, 1], got {a.recall_floor}", file=sys.stderr)
-            return 2
         pub = dataset["PublicTest"]
         ids = {name: i for i, name in enumerate(EXPRESSIONS)}
         try:

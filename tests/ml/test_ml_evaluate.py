@@ -266,5 +266,6 @@ def test_cli_fit_logit_bias_honours_the_recall_floor(tmp_path, tiny_csv, exporte
     # The floor reaches the fit: the tiny model cannot keep 95% recall of both classes.
     assert main([*args, "--recall-floor", "0.95"]) == 2
     assert "meet the recall floors {0: 0.95, 6: 0.95}" in capsys.readouterr().err
-    assert main([*args, "--recall-floor", "1.5"]) == 2
+    with pytest.raises(SystemExit):  # refused before the model is loaded
+        main([*args, "--recall-floor", "1.5"])
     assert "--recall-floor must be in [0, 1]" in capsys.readouterr().err
