@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -119,7 +120,7 @@ def _sha256(path: Path) -> str:
 
 
 def teacher_logits(
-    teacher_path: str | os.PathLike,
+    teacher_path: str | os.PathLike | Sequence[str | os.PathLike],
     images: dict[str, np.ndarray],
     cache: str | os.PathLike,
     *,
@@ -128,11 +129,16 @@ def teacher_logits(
 ) -> dict[str, np.ndarray]:
     """The teacher's logits on clean faces, computed once and cached.
 
+    Several teacher files make an ensemble teacher: its logits are the members' mean logits,
+    i.e. its softmax is the normalised geometric mean of the members' probabilities (the
+    ensemble Hinton et al. 2015 distil in section 3).
+
     Args:
-        teacher_path: a ``.keras`` model (its whole graph runs, test-time views included).
+        teacher_path: a ``.keras`` model (its whole graph runs, test-time views included), or a
+            non-empty sequence of them (an ensemble, equal weights).
         images: split name -> ``float32`` ``(N, 48, 48, 1)`` faces in ``[0, 1]``.
-        cache: ``.npz`` file; reused when it was written for the same teacher file (sha256), the
-            same data (``data_sha256``) and the same number of faces per split.
+        cache: ``.npz`` file; reused when it was written for the same teacher files (sha256,
+            in order), the same data (``data_sha256``) and the same number of faces per split.
         data_sha256: the data file's sha256, to tell caches of different data apart.
         batch_size: faces per forward pass.
 
@@ -140,36 +146,44 @@ def teacher_logits(
         Split name -> ``float32`` ``(N, 7)`` logits.
 
     Raises:
-        FileNotFoundError: ``teacher_path`` does not exist.
-        ValueError: the teacher cannot be loaded, does not output 7 values, or ends in a
-            softmax (probabilities, not logits).
+        FileNotFoundError: a teacher file does not exist.
+        ValueError: no teacher file is given, or a teacher cannot be loaded, does not output 7
+            values, or ends in a softmax (probabilities, not logits).
     """
     from tqdm.auto import tqdm
 
     from ml.modelio import load_keras_model
 
-    teacher_path, cache = Path(teacher_path), Path(cache)
-    if not teacher_path.is_file():
-        raise FileNotFoundError(f"teacher model not found: {teacher_path}")
-    key = f"{_sha256(teacher_path)}:{data_sha256}"
+    if isinstance(teacher_path, (str, os.PathLike)):
+        teacher_path = [teacher_path]
+    paths, cache = [Path(p) for p in teacher_path], Path(cache)
+    if not paths:
+        raise ValueError("no teacher model given")
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"teacher model not found: {path}")
+    key = f"{'+'.join(_sha256(path) for path in paths)}:{data_sha256}"
     if cache.exists():
         with np.load(cache) as z:
             if str(z["key"]) == key and all(
                 name in z.files and len(z[name]) == len(x) for name, x in images.items()
             ):
                 return {name: z[name] for name in images}
-    model = load_keras_model(teacher_path)
-    if tuple(model.output_shape)[-1] != NUM_CLASSES:
-        raise ValueError(f"teacher {teacher_path} outputs {model.output_shape}, not 7 logits")
-    activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", "")
-    if activation == "softmax":
-        raise ValueError(f"teacher {teacher_path} outputs probabilities; distillation needs logits")
-    out = {}
-    for name, x in images.items():
-        chunks = []
-        for start in tqdm(range(0, len(x), batch_size), desc=f"teacher logits {name}"):
-            chunks.append(np.asarray(model(x[start : start + batch_size], training=False)))
-        out[name] = np.concatenate(chunks).astype(np.float32)
+    out = {name: np.zeros((len(x), NUM_CLASSES), np.float64) for name, x in images.items()}
+    for path in paths:
+        model = load_keras_model(path)
+        if tuple(model.output_shape)[-1] != NUM_CLASSES:
+            raise ValueError(f"teacher {path} outputs {model.output_shape}, not 7 logits")
+        activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", "")
+        if activation == "softmax":
+            raise ValueError(f"teacher {path} outputs probabilities; distillation needs logits")
+        for name, x in images.items():
+            for start in tqdm(
+                range(0, len(x), batch_size), desc=f"teacher logits {name} ({path.name})"
+            ):
+                logits = model(x[start : start + batch_size], training=False)
+                out[name][start : start + batch_size] += np.asarray(logits) / len(paths)
+    out = {name: logits.astype(np.float32) for name, logits in out.items()}
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(tmp, key=np.array(key), **out)
     os.replace(tmp, cache)

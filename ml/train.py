@@ -85,7 +85,8 @@ class TrainConfig:
         ferplus_drop_unusable: with ``ferplus``, leave out the Training faces whose FER+
             majority vote is "not a face" or "unknown" (:func:`ml.datasets.ferplus_unusable`).
         teacher: a trained model file whose logits on the clean Training and PublicTest faces
-            become soft targets (knowledge distillation, Hinton et al. 2015); ``None``: no
+            become soft targets (knowledge distillation, Hinton et al. 2015), or a list of them
+            (an ensemble teacher: mean logits, :func:`ml.distill.teacher_logits`); ``None``: no
             distillation. The logits are computed once and cached in the run folder.
         distill_weight: share ``alpha`` of the loss on the teacher, in ``[0, 1]``.
         distill_temperature: softmax temperature ``T`` of the distillation term (> 0).
@@ -117,7 +118,7 @@ class TrainConfig:
     swa_lr: float | None = None
     augment: str = "basic"
     ferplus_drop_unusable: bool = False
-    teacher: str | None = None
+    teacher: str | list[str] | None = None
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
     slim_from: str | None = None
@@ -756,7 +757,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         help="with --ferplus: leave out Training faces FER+ votes not-a-face or unknown",
     )
     p.add_argument(
-        "--teacher", default=None, help="distil from this trained .keras (logits on clean faces)"
+        "--teacher",
+        nargs="+",
+        default=None,
+        metavar="MODEL",
+        help="distil from this trained .keras (logits on clean faces); several: an ensemble "
+        "teacher (mean logits)",
     )
     p.add_argument("--distill-weight", type=float, default=d.distill_weight, help="alpha")
     p.add_argument("--distill-temperature", type=float, default=d.distill_temperature, help="T")
@@ -805,7 +811,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         swa_lr=a.swa_lr,
         augment=a.augment,
         ferplus_drop_unusable=a.ferplus_drop_unusable,
-        teacher=a.teacher,
+        teacher=a.teacher[0] if a.teacher and len(a.teacher) == 1 else a.teacher,
         distill_weight=a.distill_weight,
         distill_temperature=a.distill_temperature,
         slim_from=a.slim_from,

@@ -189,6 +189,33 @@ def test_teacher_logits_are_cached_per_teacher_and_data(tmp_path, tiny_keras_mod
         teacher_logits(tmp_path / "softmax.keras", {"Training": x}, tmp_path / "s.npz")
 
 
+def test_ensemble_teacher_logits_are_the_members_mean_and_cached_apart(tmp_path, tiny_keras_model):
+    import keras
+
+    from ml.distill import teacher_logits
+    from ml.modelio import load_keras_model
+    from ml.models import build_model
+
+    keras.utils.set_random_seed(11)
+    other = tmp_path / "other.keras"
+    build_model("cnn", width=0.125).save(other)
+    images, _ = synthetic_faces(6, seed=3)
+    x = (images / 255.0).astype(np.float32)[..., None]
+    a = np.asarray(load_keras_model(tiny_keras_model)(x, training=False))
+    b = np.asarray(load_keras_model(other)(x, training=False))
+    assert not np.allclose(a, b)
+    cache = tmp_path / "t.npz"
+    both = teacher_logits([tiny_keras_model, other], {"Training": x}, cache, batch_size=4)
+    np.testing.assert_allclose(both["Training"], (a + b) / 2, rtol=1e-5, atol=1e-6)
+    # One member alone is another teacher: the ensemble's cache is not reused for it.
+    alone = teacher_logits([tiny_keras_model], {"Training": x}, cache)
+    np.testing.assert_allclose(alone["Training"], a, rtol=1e-5, atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        teacher_logits([tiny_keras_model, tmp_path / "missing.keras"], {"Training": x}, cache)
+    with pytest.raises(ValueError, match="no teacher"):
+        teacher_logits([], {"Training": x}, cache)
+
+
 # --- slimming and cost ---------------------------------------------------------------------------
 
 

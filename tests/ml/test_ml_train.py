@@ -101,6 +101,11 @@ def test_parse_args_builds_config():
     assert cfg.model_kwargs == {"input_size": 64}
     cfg, _ = parse_args(["--width", "0.4375", "--dropout", "0.1"])
     assert cfg.model_kwargs == {"width": 0.4375, "dropout": 0.1}
+    # One teacher file stays a path; several make an ensemble teacher.
+    cfg, _ = parse_args(["--teacher", "a.keras"])
+    assert cfg.teacher == "a.keras"
+    cfg, _ = parse_args(["--teacher", "a.keras", "b.keras"])
+    assert cfg.teacher == ["a.keras", "b.keras"]
 
 
 def test_dropout_reaches_the_model_and_is_range_checked(capsys):
