@@ -131,7 +131,7 @@ def teacher_logits(
 
     Several teacher files make an ensemble teacher: its logits are the members' mean logits,
     i.e. its softmax is the normalised geometric mean of the members' probabilities (the
-    ensemble Hinton et al. 2015 distil in section 3).
+    ensemble Hinton et al. 2015 distil into one model in section 4, speech recognition).
 
     Args:
         teacher_path: a ``.keras`` model (its whole graph runs, test-time views included), or a
