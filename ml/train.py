@@ -10,10 +10,17 @@ read here. Every epoch writes ``last.keras`` (weights + optimizer state, for ``-
 ``best.keras`` when PublicTest accuracy improves, and a row of ``log.csv``. The same command
 runs unchanged on a GPU when TensorFlow sees one.
 
-Why one module of about 650 lines: it is one job, the training loop and the pieces only it uses
-(the config, the ``tf.data`` input with augmentation, class weights, the learning-rate schedule,
-weight averaging, checkpoints and ``--resume``, the CLI); each is a function of its own, and
-splitting them would scatter one recipe over files that are never used apart.
+It also runs on Keras 3's JAX and PyTorch back ends (``KERAS_BACKEND=jax`` or ``torch``), for a
+GPU machine that has JAX or PyTorch but no TensorFlow: the input is then a
+``keras.utils.PyDataset`` (NumPy batches, shuffled per epoch, augmented in worker threads by the
+same Keras layers or albumentations pipeline) instead of ``tf.data``, and the ``.keras`` files it
+writes load, export and evaluate under TensorFlow as the others do.
+
+Why one module of about 950 lines: it is one job, the training loop and the pieces only it uses
+(the config, the ``tf.data`` or ``PyDataset`` input with augmentation, class weights, the
+learning-rate schedule, weight averaging, checkpoints and ``--resume``, the CLI); each is a
+function of its own, and splitting them would scatter one recipe over files that are never used
+apart.
 
 Two options continue from a finished run instead of starting from random weights:
 
@@ -154,13 +161,39 @@ def make_targets(labels: np.ndarray, soft: np.ndarray | None, ferplus_weight: fl
     return ((1 - ferplus_weight) * onehot + ferplus_weight * soft).astype(np.float32)
 
 
+def gpu_names() -> list[str]:
+    """The GPUs Keras's back end sees (TensorFlow, JAX or PyTorch); ``[]`` on a CPU.
+
+    Returns:
+        One name per GPU, as the back end spells it (for ``config.json``'s hardware line).
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return [d.name for d in tf.config.list_physical_devices("GPU")]
+        if backend == "jax":
+            import jax
+
+            return [str(d) for d in jax.devices() if d.platform == "gpu"]
+        if backend == "torch":
+            import torch
+
+            return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - a back end without GPU support raises here
+        return []
+    return []
+
+
 def _set_precision(mode: str) -> str:
     import keras
-    import tensorflow as tf
 
     if mode == "off":
         policy = "float32"
-    elif tf.config.list_physical_devices("GPU"):
+    elif gpu_names():
         policy = "mixed_float16"
     else:
         flags = ""
@@ -198,7 +231,12 @@ def _dataset(x, y, w, batch_size: int, *, train: bool, seed: int, augment: str =
 
     ``x`` is ``float32`` in ``[0, 1]`` for ``augment="basic"`` and validation, ``uint8`` for
     the albumentations pipelines (``"robust"``, ``"robust-v2"``: they work on 8-bit images).
+    On a Keras back end other than TensorFlow: :func:`array_batches`, the same batches.
     """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return array_batches(x, y, w, batch_size, train=train, seed=seed, augment=augment)
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y, w) if w is not None else (x, y))
@@ -221,6 +259,103 @@ def _dataset(x, y, w, batch_size: int, *, train: bool, seed: int, augment: str =
     else:
         ds = ds.batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def array_batches(
+    x: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray | None,
+    batch_size: int,
+    *,
+    train: bool,
+    seed: int,
+    augment: str = "basic",
+    workers: int | None = None,
+):
+    """The input of :func:`_dataset` without TensorFlow: a ``keras.utils.PyDataset``.
+
+    Training batches are drawn from a new permutation every epoch (seeded by ``seed`` and the
+    epoch), the last incomplete batch is dropped, and each batch is augmented as the ``tf.data``
+    pipeline augments it: the Keras layers of :func:`augmenter` then clipping to ``[0, 1]``
+    (``augment="basic"``), or the albumentations pipeline of :mod:`ml.augment`, one per worker
+    thread, reseeded for every batch from ``(seed, epoch, batch index)`` so that a robust batch
+    does not depend on which thread builds it. Validation batches are neither shuffled nor
+    augmented, the last one kept.
+
+    Args:
+        x: ``(N, 48, 48, 1)`` faces: ``float32`` in ``[0, 1]``, or ``uint8`` for the
+            albumentations pipelines (``"robust"``, ``"robust-v2"``).
+        y: ``float32`` ``(N, K)`` targets.
+        w: ``float32`` ``(N,)`` sample weights, or ``None``.
+        batch_size: faces per batch.
+        train: shuffle, drop the incomplete batch and augment.
+        seed: seeds the permutations and the albumentations pipelines.
+        augment: one of :data:`AUGMENTATIONS`.
+        workers: threads that build batches (default: the CPU count, at most 8; 1 when not
+            training).
+
+    Returns:
+        A ``keras.utils.PyDataset`` of ``(x, y)`` or ``(x, y, w)`` NumPy batches, ``float32``
+        faces ``(B, 48, 48, 1)`` in ``[0, 1]``.
+
+    Raises:
+        ValueError: ``augment`` is not one of :data:`AUGMENTATIONS`, or ``x`` has fewer faces
+            than one batch when training.
+    """
+    import threading
+
+    import keras
+
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
+    if train and len(x) < batch_size:
+        raise ValueError(f"{len(x)} faces are fewer than one batch of {batch_size}")
+    if workers is None:
+        workers = min(8, os.cpu_count() or 1) if train else 1
+    robust = augment in ROBUST_AUGMENTATIONS
+
+    class ArrayBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=workers, use_multiprocessing=False)
+            self.epoch = 0
+            self.order = self._order()
+            self.local = threading.local()
+            self.basic = augmenter() if train and not robust else None
+
+        def _order(self) -> np.ndarray:
+            if not train:
+                return np.arange(len(x))
+            return np.random.default_rng([seed, self.epoch]).permutation(len(x))
+
+        def __len__(self) -> int:
+            if train:
+                return len(x) // batch_size
+            return -(-len(x) // batch_size)
+
+        def __getitem__(self, index: int):
+            rows = self.order[index * batch_size : (index + 1) * batch_size]
+            xb = x[rows]
+            if train and robust:
+                from ml.augment import augment_batch, robust_augmentation
+
+                if not hasattr(self.local, "pipeline"):
+                    self.local.pipeline = robust_augmentation(seed, augment)
+                # Seeded per (seed, epoch, batch): the same batches whichever thread builds them.
+                self.local.pipeline.set_random_seed(
+                    int(np.random.default_rng([seed, self.epoch, index]).integers(2**31))
+                )
+                xb = augment_batch(self.local.pipeline, xb)
+            elif train:
+                out = self.basic(xb, training=True)
+                xb = keras.ops.convert_to_numpy(keras.ops.clip(out, 0.0, 1.0))
+            xb = np.asarray(xb, np.float32)
+            return (xb, y[rows]) if w is None else (xb, y[rows], w[rows])
+
+        def on_epoch_end(self):
+            self.epoch += 1
+            self.order = self._order()
+
+    return ArrayBatches()
 
 
 ROBUST_AUGMENTATIONS: tuple[str, ...] = ("robust", "robust-v2")
@@ -683,14 +818,13 @@ def _slimmed_model(config: TrainConfig):
 
 
 def _hardware() -> str:
-    try:
-        import tensorflow as tf
+    import keras
 
-        gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    except Exception:  # noqa: BLE001 - hardware description is best effort
-        gpus = []
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores" + (
-        f", GPUs: {gpus}" if gpus else ", no GPU"
+    gpus = gpu_names()
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+        + (f", GPUs: {gpus}" if gpus else ", no GPU")
+        + f", Keras back end {keras.backend.backend()}"
     )
 
 
