@@ -296,7 +296,8 @@ def array_batches(
 
     Returns:
         A ``keras.utils.PyDataset`` of ``(x, y)`` or ``(x, y, w)`` NumPy batches, ``float32``
-        faces ``(B, 48, 48, 1)`` in ``[0, 1]``.
+        faces ``(B, 48, 48, 1)`` in ``[0, 1]``; its ``start_at(epoch)`` moves the permutations
+        to a later epoch (``--resume``).
 
     Raises:
         ValueError: ``augment`` is not one of :data:`AUGMENTATIONS`, or ``x`` has fewer faces
@@ -320,7 +321,11 @@ def array_batches(
             self.epoch = 0
             self.order = self._order()
             self.local = threading.local()
-            self.basic = augmenter() if train and not robust else None
+
+        def start_at(self, epoch: int) -> None:
+            """Continue the permutations at ``epoch`` (0-based), as ``--resume`` does."""
+            self.epoch = epoch
+            self.order = self._order()
 
         def _order(self) -> np.ndarray:
             if not train:
@@ -346,7 +351,9 @@ def array_batches(
                 )
                 xb = augment_batch(self.local.pipeline, xb)
             elif train:
-                out = self.basic(xb, training=True)
+                if not hasattr(self.local, "basic"):  # Keras layers are not shared across threads
+                    self.local.basic = augmenter()
+                out = self.local.basic(xb, training=True)
                 xb = keras.ops.convert_to_numpy(keras.ops.clip(out, 0.0, 1.0))
             xb = np.asarray(xb, np.float32)
             return (xb, y[rows]) if w is None else (xb, y[rows], w[rows])
@@ -639,6 +646,8 @@ def _train(config: TrainConfig, *, resume: bool) -> dict:
         print(
             f"resuming {out} at epoch {initial_epoch + 1}/{config.epochs} (best PublicTest {best_acc:.4f})"
         )
+        if hasattr(train_ds, "start_at"):  # array_batches: the resumed epochs' own permutations
+            train_ds.start_at(initial_epoch)
     else:
         if config.slim_from:
             model = _slimmed_model(config)

@@ -54,6 +54,8 @@ def test_training_batches_are_a_fresh_permutation_each_epoch_with_rows_kept_toge
     assert len(set(second.tolist())) == 64 and not np.array_equal(first, second)
     again = array_batches(x, y, w, 16, train=True, seed=5, augment="basic", workers=1)
     np.testing.assert_array_equal(np.concatenate([again[i][2] for i in range(4)]), first)
+    again.start_at(1)  # --resume at the second epoch draws the second epoch's batches
+    np.testing.assert_array_equal(np.concatenate([again[i][2] for i in range(4)]), second)
 
 
 def test_validation_batches_keep_order_and_the_last_batch_and_are_not_augmented():
