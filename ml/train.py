@@ -314,6 +314,8 @@ def array_batches(
     if workers is None:
         workers = min(8, os.cpu_count() or 1) if train else 1
     robust = augment in ROBUST_AUGMENTATIONS
+    if robust:
+        from ml.augment import augment_batch, robust_augmentation
 
     class ArrayBatches(keras.utils.PyDataset):
         def __init__(self):
@@ -341,8 +343,6 @@ def array_batches(
             rows = self.order[index * batch_size : (index + 1) * batch_size]
             xb = x[rows]
             if train and robust:
-                from ml.augment import augment_batch, robust_augmentation
-
                 if not hasattr(self.local, "pipeline"):
                     self.local.pipeline = robust_augmentation(seed, augment)
                 # Seeded per (seed, epoch, batch): the same batches whichever thread builds them.

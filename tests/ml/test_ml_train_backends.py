@@ -100,8 +100,27 @@ def test_array_batches_refuses_bad_settings():
         array_batches(x, y, w, 16, train=True, seed=0)
 
 
-def test_gpu_names_is_empty_on_this_cpu_machine():
-    assert gpu_names() == []
+def test_gpu_names_asks_the_back_end_and_decides_the_precision(monkeypatch):
+    import keras
+    import tensorflow as tf
+
+    import ml.train as train_module
+
+    assert gpu_names() == []  # this CPU machine
+    fake = [type("Device", (), {"name": "/physical_device:GPU:0"})()]
+    monkeypatch.setattr(
+        tf.config, "list_physical_devices", lambda kind=None: fake if kind == "GPU" else []
+    )
+    assert gpu_names() == ["/physical_device:GPU:0"]
+
+    before = keras.mixed_precision.global_policy()
+    try:
+        assert train_module._set_precision("auto") == "mixed_float16"  # a GPU: float16
+        assert train_module._set_precision("off") == "float32"
+        monkeypatch.setattr(train_module, "gpu_names", lambda: [])
+        assert train_module._set_precision("auto") in ("mixed_bfloat16", "float32")  # the CPU
+    finally:
+        keras.mixed_precision.set_global_policy(before)
 
 
 _WITHOUT_TENSORFLOW = """
